@@ -1,0 +1,238 @@
+"""Typed, validated configuration of one trial (``TrialConfig``) and of the data (``DataConfig``).
+
+Both are frozen dataclasses built once at the edge (YAML, CLI ``--set``, a sweep point)
+with :meth:`from_dict`, which names the offending key, the value and what is allowed.
+``to_dict()`` gives the plain dict that Ray / MLflow / Parquet need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.errors import ConfigError
+
+__all__ = [
+    "TrialConfig",
+    "DataConfig",
+    "HEADS",
+    "ROTATIONS",
+    "PROTOCOLS",
+    "DEFAULT_ENCODER",
+    "parse_value",
+]
+
+HEADS = ("quantum", "mlp_encoder", "mlp", "logreg", "svc")
+ROTATIONS = ("rot", "ry")
+COMBINES = ("mean", "linear")
+PROTOCOLS = ("paper", "splits")
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_ENCODER = "sentence-transformers/paraphrase-mpnet-base-v2"
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything that defines one trial of a head on fixed embeddings.
+
+    Paper names in brackets: R re-upload number, N re-uploading layers, M main layers,
+    C connectivity.
+    """
+
+    head: str = "quantum"  # quantum | mlp_encoder (MLP in place of the sQE) | mlp | logreg | svc
+    # --- quantum head -------------------------------------------------------------
+    qubits: int = 10  # register size of every sQE and of the PQC
+    encoders: int = 1  # E simulated quantum encoders (multi-sQE when > 1)
+    encoder_layers: int = 5  # trainable layers in each sQE circuit
+    encoder_combine: str = "mean"  # how E latent vectors become one: mean | linear (E*q -> q, tanh)
+    reuploads: int = 4  # [R] times the latent vector is angle-encoded into the PQC
+    reupload_layers: int = 1  # [N] trainable layers after each upload
+    main_layers: int = 2  # [M] trainable layers after the last upload
+    connectivity: int = 1  # [C] CNOT range: control i -> target (i + C) mod q, 1 <= C <= q-1
+    rotation: str = "rot"  # rot: RZ.RY.RZ (3 params, complex) | ry: RY (1 param, real fast path)
+    final_linear: bool = True  # q Pauli-Z values -> Linear(q, 2); off: readout of qubit 0 only
+    input_scale: float = math.pi  # angle-encoding angle = input_scale * latent value
+    shots: int = 0  # 0: exact expectations; S > 0: shot noise (Gaussian in training, multinomial in eval)
+    noise_p1: float = 0.0  # depolarizing probability after each 1-qubit gate
+    noise_p2: float = 0.0  # depolarizing probability after each 2-qubit gate
+    # --- classical heads ----------------------------------------------------------
+    hidden: int = 0  # MLP hidden width (0: no hidden layer); also the MLP encoder's hidden width
+    batch_norm: bool = False  # BatchNorm1d after the hidden layer
+    # --- training -----------------------------------------------------------------
+    epochs: int = 800
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    lr_decay: float = 1.0  # exponential decay: lr_e = learning_rate * lr_decay**epoch
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda
+    eval_batch_size: int = 256
+
+    # ---------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, where: str = "trial") -> TrialConfig:
+        """Build and validate from a plain mapping; unknown keys are errors."""
+        return _build(cls, values, where)
+
+    def replace(self, **changes: Any) -> TrialConfig:
+        return _build(type(self), {**self.to_dict(), **changes}, "trial")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def is_quantum(self) -> bool:
+        return self.head in ("quantum", "mlp_encoder")
+
+    def validate(self) -> None:
+        _choice(self, "head", HEADS)
+        _choice(self, "rotation", ROTATIONS)
+        _choice(self, "encoder_combine", COMBINES)
+        _choice(self, "device", DEVICES)
+        for key in ("qubits", "encoders", "epochs", "batch_size", "eval_batch_size"):
+            _at_least(self, key, 1)
+        for key in ("encoder_layers", "reupload_layers", "main_layers", "shots", "hidden", "seed"):
+            _at_least(self, key, 0)
+        _at_least(self, "reuploads", 1)
+        if self.qubits > 26:
+            raise ConfigError(
+                f"trial.qubits = {self.qubits} is too large to simulate as a statevector; "
+                "allowed: 1..26 (18 fits in about 4 GB when training)."
+            )
+        if self.is_quantum and self.qubits > 1 and not 1 <= self.connectivity <= self.qubits - 1:
+            raise ConfigError(
+                f"trial.connectivity = {self.connectivity} is not allowed for qubits = {self.qubits}; "
+                f"allowed: 1..{self.qubits - 1} (CNOT from qubit i to (i + C) mod q)."
+            )
+        for key in ("noise_p1", "noise_p2"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"trial.{key} = {value!r} is not a probability; allowed: 0.0..1.0.")
+        for key in ("learning_rate", "lr_decay"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"trial.{key} = {getattr(self, key)!r} must be > 0.")
+        if self.weight_decay < 0:
+            raise ConfigError(f"trial.weight_decay = {self.weight_decay!r} must be >= 0.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the labelled sentences come from, how they are split, and which encoder embeds them."""
+
+    source: str = "demo"  # demo | hf:NAME (Hugging Face hub, e.g. hf:SetFit/sst2) | a local directory
+    protocol: str = "paper"  # paper: pool all, draw n_per_class per class, rest is test | splits
+    n_per_class: int = 256  # labelled sentences drawn per class (0: use every training row)
+    val_fraction: float = 0.15  # share of the drawn sentences kept for validation (protocol=paper)
+    split_seed: int = 0  # seed of the draw and the split
+    max_test: int = 0  # 0: every remaining row; > 0: a seeded subsample of the test set
+    encoder: str = DEFAULT_ENCODER  # hub name, local sentence-transformers directory, or "minilm"
+    cache_dir: str = field(default="")  # "" -> ~/.cache/qsweep/embeddings (QSWEEP_CACHE overrides)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, where: str = "data") -> DataConfig:
+        return _build(cls, values, where)
+
+    def replace(self, **changes: Any) -> DataConfig:
+        return _build(type(self), {**self.to_dict(), **changes}, "data")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        _choice(self, "protocol", PROTOCOLS, where="data")
+        _at_least(self, "n_per_class", 0, where="data")
+        _at_least(self, "max_test", 0, where="data")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(
+                f"data.val_fraction = {self.val_fraction!r} is not allowed; allowed: strictly between 0 and 1."
+            )
+        if not self.source:
+            raise ConfigError("data.source is empty; allowed: demo, hf:NAME or a local directory.")
+
+
+# ------------------------------------------------------------------------------------
+def parse_value(text: str) -> Any:
+    """Parse a ``--set key=value`` right-hand side as YAML (``1e-3``, ``true``, ``[1, 2]``)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping of settings, got {type(values).__name__}: {values!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {where}.{unknown[0]} (value {values[unknown[0]]!r}); "
+            f"allowed keys: {', '.join(fields)}."
+        )
+    kwargs = {}
+    for name, value in values.items():
+        default = fields[name].default
+        kwargs[name] = _coerce(value, default, f"{where}.{name}")
+    obj = cls(**kwargs)
+    try:
+        obj.validate()
+    except ConfigError as err:
+        if where not in ("trial", "data"):
+            raise ConfigError(str(err).replace("trial.", f"{where}.").replace("data.", f"{where}.")) from None
+        raise
+    return obj
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    """Coerce ``value`` to the type of ``default`` (YAML gives ints for floats, strings for numbers)."""
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+            return value.lower() in ("true", "yes", "on")
+        raise ConfigError(f"{key} = {value!r} is not a boolean; allowed: true or false.")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r} is not an integer.")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} = {value!r} is not an integer.")
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r} is not a number.")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} = {value!r} is not a number.")
+    if kind is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} = {value!r} is not a string.")
+    return value
+
+
+def _choice(obj, key: str, allowed, where: str = "trial") -> None:
+    value = getattr(obj, key)
+    if value not in allowed:
+        raise ConfigError(f"{where}.{key} = {value!r} is not allowed; allowed: {', '.join(allowed)}.")
+
+
+def _at_least(obj, key: str, low: int, where: str = "trial") -> None:
+    value = getattr(obj, key)
+    if value < low:
+        raise ConfigError(f"{where}.{key} = {value!r} is not allowed; it must be >= {low}.")

@@ -1,0 +1,88 @@
+"""Plain data that crosses module boundaries: text splits, embedded splits, trial results."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TextSplits", "EmbeddedSplits", "TrialResult"]
+
+
+@dataclass(frozen=True)
+class TextSplits:
+    """Labelled sentences after a low-data protocol. Labels are 0 (negative) / 1 (positive)."""
+
+    train_text: list[str]
+    train_y: np.ndarray  # (n_train,) int64
+    val_text: list[str]
+    val_y: np.ndarray  # (n_val,) int64
+    test_text: list[str]
+    test_y: np.ndarray  # (n_test,) int64
+    source: str = ""  # human-readable description of where the rows came from
+    protocol: str = ""
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
+
+
+@dataclass(frozen=True)
+class EmbeddedSplits:
+    """Frozen-encoder embeddings of a TextSplits; what every trial trains on."""
+
+    x_train: np.ndarray  # (n_train, d) float32
+    y_train: np.ndarray  # (n_train,) int64
+    x_val: np.ndarray  # (n_val, d) float32
+    y_val: np.ndarray  # (n_val,) int64
+    x_test: np.ndarray  # (n_test, d) float32
+    y_test: np.ndarray  # (n_test,) int64
+    encoder: str = ""  # encoder identity (hub name or resolved local path)
+    source: str = ""
+
+    @property
+    def dim(self) -> int:
+        return int(self.x_train.shape[1])
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+
+@dataclass
+class TrialResult:
+    """What ``model.fit`` returns for one trial.
+
+    Accuracies are fractions in [0, 1]. ``best_epoch`` is 1-based; the test accuracy is
+    measured with the weights of that epoch. Classical sklearn baselines have
+    ``epochs_run == 0`` and ``history == []``.
+    """
+
+    val_accuracy: float
+    test_accuracy: float
+    best_epoch: int
+    epochs_run: int
+    n_params: int
+    wall_time_s: float
+    device: str
+    history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch
+    energy: dict[str, float] = field(default_factory=dict)  # qpu_energy_j, gpu_energy_j, ... (quantum heads)
+    config: dict[str, Any] = field(default_factory=dict)  # resolved TrialConfig.to_dict()
+    extra: dict[str, Any] = field(default_factory=dict)  # head-specific (e.g. chosen sklearn C)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> dict[str, Any]:
+        """Flat scalars for printing, JSON and result tables (no history)."""
+        out = {
+            "val_accuracy": self.val_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "n_params": self.n_params,
+            "wall_time_s": self.wall_time_s,
+            "device": self.device,
+        }
+        out.update(self.energy)
+        return out
