@@ -1,0 +1,240 @@
+"""``qsweep energy``: QPU versus GPU-simulation energy per inference, by register size.
+
+    qsweep energy --qubits 40:50
+    qsweep energy --config search_spaces/quickstart.yaml --set reuploads=2 --shots 1000 --json e.json
+
+One option per field of :class:`model.energy.EnergyParams` (generated from the dataclass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from model.errors import ConfigError
+
+_MAX_QUBITS = 1000  # 2**q stays a finite float well beyond this
+_CROSSOVER_SEARCH = range(1, _MAX_QUBITS + 1)
+
+
+def register(subparsers: Any) -> None:
+    from model.energy import EnergyParams
+
+    parser = subparsers.add_parser(
+        "energy",
+        help="estimate QPU vs GPU-simulation energy per inference of the PQC head",
+        description="Energy of classifying one input with the head's parametrised quantum "
+        "circuit on a trapped-ion QPU (shots) versus exact statevector simulation on GPUs, "
+        "for a range of register sizes, and the crossover where the GPU costs more.",
+    )
+    parser.add_argument(
+        "--qubits",
+        default="10:60",
+        metavar="A:B[:S]",
+        help="register sizes: A:B inclusive, A:B:S with step S, or one number (default: 10:60)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="CONFIG.yaml",
+        help="YAML whose 'trial:' or 'fixed:' mapping sets the head (default: the paper's "
+        "ansatz, R=4 N=1 M=2 C=1, Rot gates)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one trial setting (repeatable), e.g. --set reuploads=2",
+    )
+    group = parser.add_argument_group("energy model constants (model.energy.EnergyParams)")
+    for f in dataclasses.fields(EnergyParams):
+        option = "--" + f.name.replace("_", "-")
+        text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        if f.type in ("bool", bool):
+            group.add_argument(
+                option, dest=f"energy_{f.name}", action=argparse.BooleanOptionalAction, help=text
+            )
+        else:
+            kind = int if f.type in ("int", int) else float
+            group.add_argument(
+                option, dest=f"energy_{f.name}", type=kind, metavar=kind.__name__.upper(), help=text
+            )
+    parser.add_argument("--json", metavar="OUT", help="also write the table as JSON to OUT")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.energy import crossover_qubits, energy_table
+
+    qubits = parse_qubit_range(args.qubits)
+    config = load_trial_config(args.config, args.overrides)
+    params = energy_params_from_args(args)
+    rows = energy_table(config, qubits, params)
+    crossover = crossover_qubits(config, params, _CROSSOVER_SEARCH)
+    print(format_table(config, params, rows, crossover))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "config": config.to_dict(),
+            "params": params.to_dict(),
+            "crossover_qubits": crossover,
+            "rows": rows,
+        }
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------
+def parse_qubit_range(text: str) -> range:
+    """``"A:B"`` -> range(A, B + 1); ``"A:B:S"`` steps by S; ``"A"`` is one size."""
+    usage = f"use A:B (inclusive), A:B:S (step S) or A, with 1 <= A <= B <= {_MAX_QUBITS}, S >= 1"
+    parts = str(text).split(":")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--qubits {text!r} is not a range of integers; {usage}.") from None
+    if len(numbers) == 1:
+        numbers = [numbers[0], numbers[0]]
+    if len(numbers) not in (2, 3):
+        raise ConfigError(f"--qubits {text!r} has {len(parts)} parts; {usage}.")
+    start, stop, step = numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else 1
+    if start < 1 or stop > _MAX_QUBITS:
+        raise ConfigError(f"--qubits {text!r} is out of bounds; {usage}.")
+    if start > stop:
+        raise ConfigError(f"--qubits {text!r}: start {start} is above stop {stop}; {usage}.")
+    if step < 1:
+        raise ConfigError(f"--qubits {text!r}: step {step} is not allowed; {usage}.")
+    return range(start, stop + 1, step)
+
+
+def load_trial_config(path: str | None, overrides: list[str]):
+    """TrialConfig from the YAML's ``fixed:`` / ``trial:`` mapping (``trial`` wins) and ``--set``."""
+    from model.config import TrialConfig, parse_value
+
+    values: dict[str, Any] = {}
+    where = "trial"
+    if path:
+        values, where = _read_trial_mapping(Path(path))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE, e.g. --set reuploads=2.")
+        values[key.strip()] = parse_value(value)
+    return TrialConfig.from_dict(values, where=where)
+
+
+def _read_trial_mapping(path: Path) -> tuple[dict[str, Any], str]:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"--config {str(path)!r} does not exist or is not a file.")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--config {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(
+            f"--config {str(path)!r} must be a YAML mapping with a 'trial:' or 'fixed:' key."
+        )
+    values: dict[str, Any] = {}
+    found = []
+    for key in ("fixed", "trial"):
+        if key in doc and doc[key] is not None:
+            if not isinstance(doc[key], dict):
+                raise ConfigError(
+                    f"{path}: '{key}:' must be a mapping of trial settings, got {doc[key]!r}."
+                )
+            values.update(doc[key])
+            found.append(key)
+    if not found:
+        raise ConfigError(
+            f"--config {str(path)!r} has no 'trial:' or 'fixed:' mapping; "
+            f"top-level keys found: {', '.join(map(str, doc)) or 'none'}."
+        )
+    return values, f"{path}:{'/'.join(found)}"
+
+
+def energy_params_from_args(args: argparse.Namespace):
+    """EnergyParams with the defaults replaced by the options given; errors name the option."""
+    from model.energy import EnergyParams
+
+    changes = {}
+    for f in dataclasses.fields(EnergyParams):
+        value = getattr(args, f"energy_{f.name}", None)
+        if value is not None:
+            changes[f.name] = value
+    try:
+        return EnergyParams(**changes)
+    except ConfigError as err:
+        message = str(err)
+        for name in changes:
+            message = message.replace(f"energy.{name} ", f"--{name.replace('_', '-')} ")
+        raise ConfigError(message) from None
+
+
+# ------------------------------------------------------------------------------------
+def format_table(config, params, rows: list[dict[str, float]], crossover: int | None) -> str:
+    """The printed report: a heading, one line per register size, the crossover line."""
+    head = (
+        f"Energy per inference of one input: head={config.head}, R={config.reuploads} "
+        f"N={config.reupload_layers} M={config.main_layers} C={config.connectivity} "
+        f"rotation={config.rotation}; QPU {params.shots} shots, {params.qubit_power_w:g} W/qubit; "
+        f"GPU {params.gpu_tflops:g} TFLOP/s, {params.gpu_power_w:g} W"
+    )
+    columns = ("qubits", "1Q gates", "2Q gates", "QPU time", "QPU energy", "GPUs", "GPU time")
+    columns += ("GPU energy", "GPU/QPU")
+    lines = [head, "", "  ".join(f"{c:>10}" for c in columns)]
+    for row in rows:
+        q = int(row["qubits"])
+        cells = (
+            str(q),
+            f"{row['n_1q_gates']:.0f}",
+            f"{row['n_2q_gates']:.0f}",
+            format_seconds(row["qpu_time_s"]),
+            format_si(row["qpu_energy_j"], "J"),
+            f"{row['n_gpus']:.0f}",
+            format_seconds(row["gpu_time_s"]),
+            format_si(row["gpu_energy_j"], "J"),
+            f"{row['gpu_to_qpu_energy']:.3g}",
+        )
+        mark = "  <- crossover" if q == crossover else ""
+        lines.append("  ".join(f"{c:>10}" for c in cells) + mark)
+    lines.append("")
+    if crossover is None:
+        lines.append(
+            f"GPU simulation costs less energy than the QPU at every size up to {_MAX_QUBITS} qubits."
+        )
+    else:
+        lines.append(f"GPU simulation costs more energy than the QPU from {crossover} qubits on.")
+    return "\n".join(lines)
+
+
+_PREFIXES = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""))
+_PREFIXES += ((1e-3, "m"), (1e-6, "u"), (1e-9, "n"))
+
+
+def format_si(value: float, unit: str) -> str:
+    """``18431280.0, "J"`` -> ``"18.4 MJ"``."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g} {unit}"
+    for scale, prefix in _PREFIXES:
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def format_seconds(seconds: float) -> str:
+    """Seconds in the largest unit that keeps the number >= 1 (us ... years)."""
+    if seconds < 1.0:
+        return format_si(seconds, "s")
+    for scale, unit in ((365.25 * 86400, "y"), (86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= 2 * scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds:.3g} s"
