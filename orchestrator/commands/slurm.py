@@ -1,0 +1,269 @@
+"""``qsweep slurm submit|status|logs|cancel``: run a study as a Ray cluster on Slurm.
+
+    qsweep slurm submit search_spaces/quickstart.yaml --nodes 1 --dry-run
+    qsweep slurm submit search_spaces/quickstart.yaml --nodes 4 --gpus-per-node 4 \\
+        --partition gpu --time 12:00:00 --container qsweep.sif
+    qsweep slurm status 1234
+    qsweep slurm logs 1234 --follow
+    qsweep slurm cancel 1234
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from model.errors import ConfigError, ServiceError
+
+TAIL_LINES = 20
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "slurm",
+        help="run a study on Slurm (a Ray cluster in one allocation)",
+        description="Submit a study as a Slurm job that starts a Ray cluster in its "
+        "allocation and runs `qsweep run` on the head node; watch, read and cancel it.",
+    )
+    sub = parser.add_subparsers(dest="slurm_command", metavar="ACTION")
+    sub.required = True
+
+    submit = sub.add_parser("submit", help="render the batch script and sbatch it")
+    submit.add_argument("space", help="study YAML (search space)")
+    submit.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
+    submit.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default 0)")
+    submit.add_argument(
+        "--cpus-per-node", type=int, default=None, help="CPUs per node (default: all Slurm gives)"
+    )
+    submit.add_argument("--partition")
+    submit.add_argument("--time", help="time limit, e.g. 04:00:00 or 1-00:00:00")
+    submit.add_argument("--account")
+    submit.add_argument("--qos")
+    submit.add_argument("--constraint")
+    submit.add_argument("--job-name", help="default qsweep-<study>")
+    submit.add_argument(
+        "--sbatch-arg",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="extra #SBATCH line, repeatable (e.g. --sbatch-arg=--mem=0)",
+    )
+    submit.add_argument(
+        "--module", action="append", default=[], help="`module load M` in the job, repeatable"
+    )
+    submit.add_argument(
+        "--activate",
+        help="shell command that activates the environment, e.g. 'source venv/bin/activate'",
+    )
+    submit.add_argument("--container", help="Apptainer image (.sif) to run ray and qsweep in")
+    submit.add_argument("--results", default="results", help="results root (default results)")
+    submit.add_argument("--mlflow-uri", help="MLflow tracking URI for the driver")
+    submit.add_argument(
+        "--start-mlflow-server",
+        action="store_true",
+        help="start `mlflow server` (sqlite in the study dir) on the head node for the job",
+    )
+    submit.add_argument("--data", help="passed to `qsweep run --data`")
+    submit.add_argument("--encoder", help="passed to `qsweep run --encoder`")
+    submit.add_argument("--max-concurrent", type=int, help="passed to `qsweep run`")
+    submit.add_argument(
+        "--ray-auth",
+        choices=("token", "disabled"),
+        default="token",
+        help="Ray token authentication: a fresh token per job (default) or disabled",
+    )
+    submit.add_argument(
+        "--signal-seconds",
+        type=int,
+        default=120,
+        help="USR1 this many seconds before the time limit; the job stops and requeues",
+    )
+    submit.add_argument("--dry-run", action="store_true", help="print the script; do not submit")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the job to end; exit non-zero with its output if it did not complete",
+    )
+
+    status = sub.add_parser("status", help="state of a job (or of your qsweep jobs)")
+    status.add_argument("job_id", nargs="?", help="job id (default: your queued jobs)")
+
+    logs = sub.add_parser("logs", help="print a job's output file")
+    logs.add_argument("job_id")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
+    logs.add_argument("--results", default="results", help="results root to search")
+
+    cancel = sub.add_parser("cancel", help="cancel a job")
+    cancel.add_argument("job_id")
+
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, client: object | None = None) -> int:
+    from orchestrator.slurm import SlurmClient
+
+    client = client or SlurmClient()
+    action = {"submit": _submit, "status": _status, "logs": _logs, "cancel": _cancel}
+    return action[args.slurm_command](args, client)
+
+
+def _study_name(path: Path) -> str:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"study file {path} does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"study file {path} is not valid YAML: {err}") from err
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"study file {path} has no top-level `name` (the study name)")
+    return name
+
+
+def _submit(args: argparse.Namespace, client) -> int:
+    from orchestrator.slurm import SlurmOptions, render_sbatch, study_dir
+
+    space = Path(args.space).resolve()
+    options = SlurmOptions(
+        study_file=str(space),
+        study_name=_study_name(space),
+        results_dir=str(Path(args.results).resolve()),
+        nodes=args.nodes,
+        cpus_per_node=args.cpus_per_node,
+        gpus_per_node=args.gpus_per_node,
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        time=args.time,
+        constraint=args.constraint,
+        job_name=args.job_name,
+        sbatch_args=tuple(args.sbatch_arg),
+        modules=tuple(args.module),
+        activate=args.activate,
+        container=str(Path(args.container).resolve()) if args.container else None,
+        data=args.data,
+        encoder=args.encoder,
+        mlflow_uri=args.mlflow_uri,
+        start_mlflow_server=args.start_mlflow_server,
+        max_concurrent=args.max_concurrent,
+        ray_auth=args.ray_auth,
+        signal_seconds=args.signal_seconds,
+    )
+    script = render_sbatch(options)
+    if args.dry_run:
+        sys.stdout.write(script)
+        return 0
+    slurm_dir = study_dir(options) / "slurm"
+    slurm_dir.mkdir(parents=True, exist_ok=True)
+    script_path = slurm_dir / "job.sbatch"
+    script_path.write_text(script)
+    job_id = client.submit(script_path)
+    output = slurm_dir / f"slurm-{job_id}.out"
+    with (slurm_dir / "jobs.tsv").open("a") as ledger:
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        ledger.write(f"{job_id}\t{stamp}\t{script_path}\t{output}\n")
+    print(f"submitted job {job_id} (study {options.study_name}, {options.nodes} node(s))")
+    print(f"  script:  {script_path}")
+    print(f"  results: {study_dir(options)}/")
+    print(f"  log:     {output}")
+    print(f"  watch:   qsweep slurm status {job_id}; qsweep slurm logs {job_id} --follow")
+    if not args.wait:
+        return 0
+    info = client.wait(job_id, timeout=float("inf"), poll=2.0)
+    print(f"job {job_id} {info.state} (exit {info.exit_code or '?'}, elapsed {info.elapsed})")
+    if info.state != "COMPLETED":
+        raise ServiceError(_failure_message(info, output))
+    return 0
+
+
+def _failure_message(info, output: Path) -> str:
+    path = Path(info.stdout_path) if info.stdout_path else output
+    tail = _tail(path, TAIL_LINES)
+    return (
+        f"job {info.job_id} ended {info.state} (exit {info.exit_code or '?'}, "
+        f"reason {info.reason or 'none'}); last lines of {path}:\n{tail}"
+    )
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:
+        return f"(cannot read {path}: {err.strerror})"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
+
+def _status(args: argparse.Namespace, client) -> int:
+    if args.job_id is None:
+        from orchestrator.slurm import run_command
+
+        result = run_command(["squeue", "--me", "-o", "%.10i %.24j %.10T %.10M %.6D %R"])
+        if result.returncode != 0:
+            raise ServiceError(f"squeue failed:\n{result.output}")
+        sys.stdout.write(result.stdout)
+        return 0
+    info = client.job(args.job_id)
+    print(f"job {info.job_id}: {info.state}")
+    print(f"  elapsed: {info.elapsed or '-'}")
+    print(f"  nodes:   {info.nodes or '-'}")
+    print(f"  reason:  {info.reason or '-'}")
+    if info.source == "scontrol":
+        print(f"  exit:    {info.exit_code or '-'}")
+        if info.restarts:
+            print(f"  requeued: {info.restarts} time(s)")
+        if info.stdout_path:
+            print(f"  log:     {info.stdout_path}")
+        if info.finished and info.state != "COMPLETED":
+            print(f"last lines of {info.stdout_path}:")
+            print(_tail(Path(info.stdout_path), TAIL_LINES))
+            return 1
+    return 0
+
+
+def _find_output(args: argparse.Namespace, client) -> Path:
+    try:
+        info = client.show(args.job_id)
+        if info.stdout_path:
+            return Path(info.stdout_path)
+    except ServiceError:
+        pass
+    matches = sorted(Path(args.results).glob(f"*/slurm/slurm-{args.job_id}.out"))
+    if matches:
+        return matches[0]
+    raise ServiceError(
+        f"no output file for job {args.job_id}: Slurm no longer knows the job and "
+        f"{args.results}/*/slurm/slurm-{args.job_id}.out does not exist (pass --results)"
+    )
+
+
+def _logs(args: argparse.Namespace, client) -> int:
+    path = _find_output(args, client)
+    if not args.follow:
+        if not path.exists():
+            raise ServiceError(f"{path} does not exist yet (the job may still be pending)")
+        sys.stdout.write(path.read_text(errors="replace"))
+        return 0
+    offset = 0
+    while True:
+        finished = client.job(args.job_id).finished
+        if path.exists():
+            with path.open(errors="replace") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+                offset = handle.tell()
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        if finished:
+            return 0
+        time.sleep(1.0)
+
+
+def _cancel(args: argparse.Namespace, client) -> int:
+    client.cancel(args.job_id)
+    print(f"cancel requested for job {args.job_id}; check with `qsweep slurm status {args.job_id}`")
+    return 0

@@ -1,0 +1,496 @@
+"""Slurm: render the Ray-cluster batch script and talk to sbatch/squeue/scontrol/scancel.
+
+The only qsweep module that knows Slurm. ``render_sbatch(options) -> str`` is a pure
+function of a frozen :class:`SlurmOptions` (plus the template text); :class:`SlurmClient`
+runs the Slurm commands through a replaceable ``runner`` callable, so tests can swap in
+a fake and integration tests use the real commands::
+
+    script = render_sbatch(SlurmOptions(study_file="/abs/quickstart.yaml",
+                                        study_name="quickstart", results_dir="/abs/results"))
+    job_id = SlurmClient().submit(Path("job.sbatch"))
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model.errors import ConfigError, ServiceError
+
+__all__ = [
+    "TEMPLATE_PATH",
+    "TERMINAL_STATES",
+    "CommandResult",
+    "JobInfo",
+    "Runner",
+    "SlurmClient",
+    "SlurmOptions",
+    "parse_scontrol_record",
+    "render_sbatch",
+    "run_command",
+    "study_dir",
+]
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "slurm" / "ray_cluster.sbatch.tmpl"
+
+# Job states after which a job no longer runs (REQUEUED/PENDING jobs come back).
+TERMINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+    }
+)
+
+RAY_AUTH_MODES = ("token", "disabled")
+# Slurm time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, or UNLIMITED.
+_TIME_RE = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+(:\d{1,2}){0,2}|UNLIMITED)$")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Everything the batch script depends on. Paths must be absolute."""
+
+    study_file: str  # the study YAML, as the job will read it
+    study_name: str  # `name` from the YAML; results go to <results_dir>/<study_name>/
+    results_dir: str  # results root passed to `qsweep run --results`
+    nodes: int = 1
+    cpus_per_node: int | None = None  # None: all CPUs Slurm gives the node
+    gpus_per_node: int = 0
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str | None = None  # Slurm time limit, e.g. "04:00:00" or "1-00:00:00"
+    constraint: str | None = None
+    job_name: str | None = None  # default "qsweep-<study>"
+    sbatch_args: tuple[str, ...] = ()  # extra "#SBATCH" options, e.g. "--mem=0"
+    modules: tuple[str, ...] = ()  # `module load` each, in order
+    activate: str | None = None  # shell command run before anything else
+    container: str | None = None  # Apptainer image (.sif): every qsweep/ray command in it
+    data: str | None = None  # `qsweep run --data`
+    encoder: str | None = None  # `qsweep run --encoder`
+    mlflow_uri: str | None = None  # `qsweep run --mlflow-uri`
+    start_mlflow_server: bool = False  # run `mlflow server` (sqlite in the study dir) on the head
+    max_concurrent: int | None = None  # `qsweep run --max-concurrent`
+    ray_auth: str = "token"  # "token": a fresh random Ray token per job; or "disabled"
+    signal_seconds: int = 120  # USR1 this long before the time limit, then requeue
+    ray_start_timeout: int = 180  # seconds to wait for the Ray head to answer
+    exclusive: bool = True  # whole nodes (Ray docs' recipe)
+
+    def __post_init__(self) -> None:
+        for name in ("study_file", "results_dir"):
+            if not os.path.isabs(getattr(self, name)):
+                raise ConfigError(f"{name} must be an absolute path, got {getattr(self, name)!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.study_name):
+            raise ConfigError(
+                f"study name {self.study_name!r} cannot name a directory or job; "
+                "use letters, digits, '_', '.' and '-'"
+            )
+        _positive("nodes", self.nodes)
+        if self.cpus_per_node is not None:
+            _positive("cpus_per_node", self.cpus_per_node)
+        if self.gpus_per_node < 0:
+            raise ConfigError(f"gpus_per_node must be >= 0, got {self.gpus_per_node}")
+        if self.max_concurrent is not None:
+            _positive("max_concurrent", self.max_concurrent)
+        if self.time is not None and not _TIME_RE.match(self.time):
+            raise ConfigError(
+                f"time {self.time!r} is not a Slurm time limit; use minutes, HH:MM:SS or "
+                "D-HH:MM:SS (e.g. 04:00:00 or 1-00:00:00)"
+            )
+        if not 0 < self.signal_seconds <= 65535:
+            raise ConfigError(
+                f"signal_seconds must be in 1..65535 (Slurm's limit), got {self.signal_seconds}"
+            )
+        _positive("ray_start_timeout", self.ray_start_timeout)
+        if self.ray_auth not in RAY_AUTH_MODES:
+            raise ConfigError(f"ray_auth {self.ray_auth!r} is not one of {RAY_AUTH_MODES}")
+        if self.start_mlflow_server and self.mlflow_uri:
+            raise ConfigError(
+                f"mlflow_uri {self.mlflow_uri!r} and start_mlflow_server exclude each other: "
+                "the started server decides the URI"
+            )
+        for arg in self.sbatch_args:
+            if not arg.startswith("-"):
+                raise ConfigError(
+                    f"sbatch argument {arg!r} must be an option such as '--mem=0' "
+                    "(it becomes an '#SBATCH' line)"
+                )
+        for name, value in vars(self).items():
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, str) and ("\n" in v or "\r" in v) for v in values):
+                raise ConfigError(f"{name} must be a single line, got {value!r}")
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value}")
+
+
+def study_dir(options: SlurmOptions) -> Path:
+    """``<results_dir>/<study_name>``: where the study's table, MLflow store and logs go."""
+    return Path(options.results_dir) / options.study_name
+
+
+def _q(value: str) -> str:
+    return shlex.quote(value)
+
+
+def _sbatch_lines(o: SlurmOptions) -> list[str]:
+    slurm_dir = study_dir(o) / "slurm"
+    lines = [
+        f"--job-name={o.job_name or 'qsweep-' + o.study_name}",
+        f"--nodes={o.nodes}",
+        "--ntasks-per-node=1",
+    ]
+    if o.exclusive:
+        lines.append("--exclusive")
+    if o.cpus_per_node is not None:
+        lines.append(f"--cpus-per-task={o.cpus_per_node}")
+    if o.gpus_per_node:
+        lines.append(f"--gpus-per-task={o.gpus_per_node}")
+    lines += [
+        f"--output={slurm_dir}/slurm-%j.out",
+        "--open-mode=append",
+        f"--signal=B:USR1@{o.signal_seconds}",
+        "--requeue",
+    ]
+    for flag, value in (
+        ("partition", o.partition),
+        ("account", o.account),
+        ("qos", o.qos),
+        ("time", o.time),
+        ("constraint", o.constraint),
+    ):
+        if value:
+            lines.append(f"--{flag}={value}")
+    lines += list(o.sbatch_args)
+    return [f"#SBATCH {line}" for line in lines]
+
+
+def _setup(o: SlurmOptions) -> str:
+    parts = []
+    for module in o.modules:
+        parts.append(f"module load {_q(module)} || fail 3 {_q(f'module load {module} failed')}")
+    if o.activate:
+        parts.append(
+            f"if ! {{\n    {o.activate}\n}}; then\n"
+            f"    fail 3 {_q(f'the activate command failed: {o.activate}')}\nfi"
+        )
+    return "\n".join(parts) if parts else "# (no modules, no activate command)"
+
+
+def _check_software(o: SlurmOptions) -> str:
+    if o.container:
+        return (
+            'command -v apptainer >/dev/null || fail 3 "apptainer is not on PATH on '
+            '$(hostname); load it with --module or --activate"\n'
+            f"[ -r {_q(o.container)} ] || fail 3 "
+            f"{_q(f'container image {o.container} is not readable on this node')}"
+        )
+    return (
+        "for cmd in ray qsweep; do\n"
+        '    command -v "$cmd" >/dev/null || fail 3 "\'$cmd\' is not on PATH on $(hostname); '
+        'make it available with --activate, --module or --container"\n'
+        "done"
+    )
+
+
+def _container(o: SlurmOptions) -> str:
+    if not o.container:
+        return ""
+    args = ["apptainer", "exec"]
+    if o.gpus_per_node:
+        args.append("--nv")
+    args += ["--bind", o.results_dir, o.container]
+    return " ".join(_q(a) for a in args)
+
+
+def _ray_auth(o: SlurmOptions) -> str:
+    if o.ray_auth == "disabled":
+        return (
+            "# Ray token authentication disabled (--ray-auth disabled): anyone who can reach\n"
+            "# these ports can run code as you.\nexport RAY_AUTH_MODE=disabled"
+        )
+    return (
+        "# A fresh Ray token per job: srun passes the environment to every node, and\n"
+        "# nothing is written to ~/.ray/auth_token (which concurrent jobs would share).\n"
+        "export RAY_AUTH_MODE=token\n"
+        "RAY_AUTH_TOKEN=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \\n')\n"
+        "export RAY_AUTH_TOKEN"
+    )
+
+
+def _start_workers(o: SlurmOptions) -> str:
+    if o.nodes == 1:
+        return "# (single node: no Ray workers to start)"
+    n = o.nodes - 1
+    return (
+        "\n# --- Ray workers on the other nodes --------------------------------------------\n"
+        f'srun --nodes={n} --ntasks={n} --ntasks-per-node=1 --cpus-per-task="$CPUS_PER_NODE"'
+        + (f" --gpus-per-task={o.gpus_per_node}" if o.gpus_per_node else "")
+        + ' --exclude="$HEAD_NODE" "${CONTAINER[@]}" \\\n'
+        '    ray start --address="$HEAD_IP:$RAY_PORT" "${RAY_NODE_ARGS[@]}" &\n'
+        "WORKERS_STEP_PID=$!\n"
+        f'log "started Ray workers on {n} more node(s)"'
+    )
+
+
+def _start_mlflow(o: SlurmOptions) -> str:
+    if not o.start_mlflow_server:
+        return ""
+    return (
+        "\n# --- MLflow tracking server on the head (sqlite in the study dir) ---------------\n"
+        'mkdir -p "$STUDY_DIR/slurm"\n'
+        '"${CONTAINER[@]}" mlflow server --backend-store-uri "sqlite:///$STUDY_DIR/mlflow.db" \\\n'
+        '    --artifacts-destination "$STUDY_DIR/mlartifacts" \\\n'
+        '    --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \\\n'
+        '    >"$STUDY_DIR/slurm/mlflow-server-$SLURM_JOB_ID.log" 2>&1 &\n'
+        "MLFLOW_PID=$!\n"
+        'MLFLOW_URI="http://127.0.0.1:$MLFLOW_PORT"\n'
+        "deadline=$(( SECONDS + 120 ))\n"
+        'until "${CONTAINER[@]}" python -c \'import sys, urllib.request; '
+        'urllib.request.urlopen(sys.argv[1], timeout=2)\' "$MLFLOW_URI/health" 2>/dev/null; do\n'
+        '    kill -0 "$MLFLOW_PID" 2>/dev/null ||\n'
+        '        fail 5 "mlflow server exited; see $STUDY_DIR/slurm/mlflow-server-$SLURM_JOB_ID.log"\n'
+        '    (( SECONDS < deadline )) || fail 5 "mlflow server at $MLFLOW_URI did not answer within 120s"\n'
+        "    sleep 2\n"
+        "done\n"
+        'log "MLflow tracking server at $MLFLOW_URI (ssh -L 5000:127.0.0.1:$MLFLOW_PORT $HEAD_NODE)"'
+    )
+
+
+def _driver_args(o: SlurmOptions) -> str:
+    args: list[str] = ["--results", _q(o.results_dir)]
+    if o.data:
+        args += ["--data", _q(o.data)]
+    if o.encoder:
+        args += ["--encoder", _q(o.encoder)]
+    if o.mlflow_uri:
+        args += ["--mlflow-uri", _q(o.mlflow_uri)]
+    elif o.start_mlflow_server:
+        args += ["--mlflow-uri", '"$MLFLOW_URI"']
+    if o.max_concurrent is not None:
+        args += ["--max-concurrent", str(o.max_concurrent)]
+    return "\n".join(f"    {args[i]} {args[i + 1]}" for i in range(0, len(args), 2))
+
+
+def render_sbatch(options: SlurmOptions, *, template: str | None = None) -> str:
+    """The batch script for ``options``: a pure function of the options and template text."""
+    text = TEMPLATE_PATH.read_text() if template is None else template
+    o = options
+    values = {
+        "STUDY_NAME": o.study_name,
+        "SBATCH_LINES": "\n".join(_sbatch_lines(o)),
+        "STUDY_FILE": _q(o.study_file),
+        "STUDY_DIR": _q(str(study_dir(o))),
+        "NODES": str(o.nodes),
+        "CPUS_PER_NODE": str(o.cpus_per_node) if o.cpus_per_node is not None else "auto",
+        "GPUS_PER_NODE": str(o.gpus_per_node),
+        "RAY_START_TIMEOUT": str(o.ray_start_timeout),
+        "CONTAINER": _container(o),
+        "SETUP": _setup(o),
+        "CHECK_SOFTWARE": _check_software(o),
+        "RAY_AUTH": _ray_auth(o),
+        "STEP_GPUS": f" --gpus-per-task={o.gpus_per_node}" if o.gpus_per_node else "",
+        "START_WORKERS": _start_workers(o),
+        "START_MLFLOW": _start_mlflow(o),
+        "DRIVER_ARGS": _driver_args(o),
+    }
+    missing = sorted(set(re.findall(r"@@([A-Z_]+)@@", text)) - set(values))
+    if missing:
+        raise ConfigError(f"template has unknown placeholders {missing}; known: {sorted(values)}")
+    return re.sub(r"@@([A-Z_]+)@@", lambda m: values[m.group(1)], text)
+
+
+# --- running Slurm commands ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one Slurm command printed and returned."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        """stderr and stdout together, trimmed: what to show the user."""
+        return "\n".join(p for p in (self.stderr.strip(), self.stdout.strip()) if p)
+
+
+Runner = Callable[[Sequence[str]], CommandResult]
+
+
+def run_command(args: Sequence[str], *, timeout: float = 60.0) -> CommandResult:
+    """Run a Slurm client command; a missing command becomes a :class:`ServiceError`."""
+    try:
+        proc = subprocess.run(
+            list(args), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError as err:
+        raise ServiceError(
+            f"'{args[0]}' was not found on PATH ({os.environ.get('PATH', '')}); run "
+            "`qsweep slurm` on a Slurm login node, or load the Slurm client commands "
+            "(e.g. `module load slurm`)"
+        ) from err
+    except subprocess.TimeoutExpired as err:
+        raise ServiceError(
+            f"`{shlex.join(args)}` did not answer within {timeout:.0f} s; is slurmctld up?"
+        ) from err
+    return CommandResult(tuple(args), proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job as squeue or scontrol reports it (fields Slurm leaves empty are "")."""
+
+    job_id: str
+    state: str  # e.g. PENDING, RUNNING, COMPLETED, FAILED, CANCELLED
+    elapsed: str = ""
+    nodes: str = ""  # node list
+    reason: str = ""
+    exit_code: str = ""  # "status:signal", scontrol only
+    stdout_path: str = ""  # scontrol only
+    restarts: int = 0  # times requeued, scontrol only
+    source: str = "squeue"
+    fields: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+_KEY_RE = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=")
+
+
+def parse_scontrol_record(text: str) -> dict[str, str]:
+    """Parse one ``scontrol show job -o`` line (``Key=Value`` pairs, values may hold spaces)."""
+    text = text.strip()
+    matches = list(_KEY_RE.finditer(text))
+    record: dict[str, str] = {}
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        record[match.group(1)] = text[match.end() : end].strip()
+    return record
+
+
+class SlurmClient:
+    """sbatch / squeue / scontrol / scancel through a replaceable command runner."""
+
+    def __init__(self, runner: Runner = run_command) -> None:
+        self._run = runner
+
+    def submit(self, script: Path) -> str:
+        """``sbatch --parsable SCRIPT``; returns the job id."""
+        result = self._run(["sbatch", "--parsable", str(script)])
+        if result.returncode != 0:
+            message = f"sbatch rejected {script} (exit {result.returncode}):\n{result.output}"
+            if "partition" in result.output.lower():
+                message += f"\n{self._partitions_hint()}"
+            raise ServiceError(message)
+        job_id = result.stdout.strip().split(";")[0].strip()
+        if not job_id.isdigit():
+            raise ServiceError(f"sbatch printed no job id for {script}:\n{result.output}")
+        return job_id
+
+    def _partitions_hint(self) -> str:
+        try:
+            result = self._run(["sinfo", "-h", "-o", "%P"])
+        except ServiceError:
+            return "List the partitions with `sinfo -s`."
+        names = [p.strip() for p in result.stdout.split() if p.strip()]
+        if result.returncode != 0 or not names:
+            return "List the partitions with `sinfo -s`."
+        return f"Partitions on this cluster ('*' marks the default): {', '.join(names)}"
+
+    def job(self, job_id: str) -> JobInfo:
+        """The job's state from squeue; finished jobs fall back to ``scontrol show job``."""
+        _check_job_id(job_id)
+        result = self._run(["squeue", "-h", "-j", job_id, "-o", "%i|%T|%M|%N|%r"])
+        if result.returncode == 0:
+            for line in result.stdout.splitlines():
+                parts = line.strip().split("|")
+                if len(parts) == 5 and parts[0] == job_id:
+                    return JobInfo(job_id, parts[1], parts[2], parts[3], parts[4])
+        return self.show(job_id)
+
+    def show(self, job_id: str) -> JobInfo:
+        """``scontrol show job -o JOBID`` (works for finished jobs within MinJobAge)."""
+        _check_job_id(job_id)
+        result = self._run(["scontrol", "show", "job", "-o", job_id])
+        if result.returncode != 0 or "JobState=" not in result.stdout:
+            raise ServiceError(
+                f"Slurm does not know job {job_id} (it may be older than MinJobAge):\n"
+                f"{result.output}"
+            )
+        record = parse_scontrol_record(result.stdout.splitlines()[0])
+        return JobInfo(
+            job_id=record.get("JobId", job_id),
+            state=record.get("JobState", ""),
+            elapsed=record.get("RunTime", ""),
+            nodes=_none_to_empty(record.get("NodeList", "")),
+            reason=_none_to_empty(record.get("Reason", "")),
+            exit_code=record.get("ExitCode", ""),
+            stdout_path=record.get("StdOut", ""),
+            restarts=int(record.get("Restarts", "0") or 0),
+            source="scontrol",
+            fields=record,
+        )
+
+    def cancel(self, job_id: str, *, signal: str | None = None, batch_only: bool = False) -> None:
+        """``scancel JOBID`` (or only send ``signal``, to the batch shell if ``batch_only``)."""
+        _check_job_id(job_id)
+        args = ["scancel"]
+        if signal:
+            args.append(f"--signal={signal}")
+        if batch_only:
+            args.append("--batch")
+        result = self._run([*args, job_id])
+        if result.returncode != 0 or "error" in result.stderr.lower():
+            raise ServiceError(f"scancel could not cancel job {job_id}:\n{result.output}")
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float,
+        poll: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> JobInfo:
+        """Poll until the job reaches a terminal state; :class:`ServiceError` on timeout."""
+        deadline = clock() + timeout
+        while True:
+            info = self.job(job_id)
+            if info.finished:
+                return self.show(job_id)
+            if clock() >= deadline:
+                raise ServiceError(
+                    f"job {job_id} still {info.state} after {timeout:.0f} s "
+                    f"(reason: {info.reason or 'none'})"
+                )
+            sleep(poll)
+
+
+def _none_to_empty(value: str) -> str:
+    return "" if value in ("(null)", "None") else value
+
+
+def _check_job_id(job_id: str) -> None:
+    if not re.fullmatch(r"\d+(_\d+)?", job_id):
+        raise ConfigError(f"job id {job_id!r} is not a Slurm job id (digits, e.g. 12345)")
