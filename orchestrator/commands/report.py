@@ -1,0 +1,76 @@
+"""``qsweep report STUDY_DIR``: main effects, ANOVA and the paper's views as HTML/MD/CSV.
+
+    qsweep report results/quickstart                 # -> results/quickstart/report/
+    qsweep report results/quickstart --metric val_accuracy --out /tmp/rep --no-mlflow
+
+The report files are also logged as artifacts of a study-level MLflow run (the study's
+default store ``STUDY_DIR/mlflow.db`` or ``--mlflow-uri``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write the screening report (HTML, Markdown, CSV) of a study",
+        description="Analyse a study (trials.parquet or MLflow runs): design, main effects "
+        "with t-intervals, ANOVA with effect sizes, interaction plots, best accuracy per "
+        "qubit count, model comparison, energy and noise. Writes report.html (self-contained), "
+        "report.md + PNGs and CSV tables, then logs them to MLflow.",
+    )
+    p.add_argument(
+        "study_dir", metavar="STUDY_DIR", help="study directory, e.g. results/quickstart"
+    )
+    p.add_argument(
+        "--metric", default="test_accuracy", help="column to analyse (default: test_accuracy)"
+    )
+    p.add_argument("--out", metavar="DIR", help="output directory (default: STUDY_DIR/report)")
+    p.add_argument(
+        "--mlflow-uri",
+        metavar="URI",
+        help="read the trials from this MLflow store instead of trials.parquet and log the report there",
+    )
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the report files to MLflow")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrator.report import build_report
+
+    study_dir = Path(args.study_dir)
+    out = Path(args.out) if args.out else study_dir / "report"
+    files = build_report(study_dir, metric=args.metric, out_dir=out, mlflow_uri=args.mlflow_uri)
+    print(
+        f"wrote {len(files)} files to {out}/: report.html, report.md, "
+        f"{sum(f.suffix == '.png' for f in files)} figures, {sum(f.suffix == '.csv' for f in files)} tables"
+    )
+    if not args.no_mlflow:
+        _log_to_mlflow(study_dir, files, args.mlflow_uri)
+    return 0
+
+
+def _log_to_mlflow(study_dir: Path, files: list[Path], uri: str | None) -> None:
+    try:
+        from orchestrator import tracking
+    except ImportError:
+        print("MLflow logging skipped: orchestrator.tracking is not available.", file=sys.stderr)
+        return
+    from orchestrator.report.study import study_name
+
+    uri = uri or tracking.default_tracking_uri(study_dir)
+    name = study_name(study_dir)
+    try:
+        run_id = tracking.log_study_artifacts(uri, name, files, run_name="report")
+    except Exception as err:  # the report is written; a tracking failure must not hide it
+        print(
+            f"MLflow logging failed ({type(err).__name__}: {err}); the report files are still "
+            f"in place. Retry with --mlflow-uri or skip with --no-mlflow.",
+            file=sys.stderr,
+        )
+        return
+    print(f"logged {len(files)} report files to MLflow: {uri}, experiment {name!r}, run {run_id}")

@@ -1,0 +1,216 @@
+"""Load a study for reporting: the trials table, study.json and the factors to analyse.
+
+from orchestrator.report.study import load_study
+study = load_study(Path("results/quickstart"), metric="test_accuracy")
+study.completed  # rows with status completed and a metric value
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from model.config import TrialConfig
+from model.errors import DataError
+
+__all__ = [
+    "StudyData",
+    "load_study",
+    "study_name",
+    "study_from_frame",
+    "CONFIG_FIELDS",
+    "MAX_DISCRETE_LEVELS",
+]
+
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
+# Not factors even when they vary: replicates and run-time settings.
+_NOT_FACTORS = {"seed", "device", "eval_batch_size"}
+# A numeric factor with more distinct observed values than this is binned into quantiles.
+MAX_DISCRETE_LEVELS = 6
+QUANTILE_BINS = 4
+
+
+@dataclass
+class StudyData:
+    """A study as the report sees it.
+
+    ``table`` has every trial row; ``completed`` the completed rows with a metric value;
+    ``analysed`` those of them the factor analysis uses (all, or one head family when
+    ``head`` is not a factor), where a binned factor's column holds quantile-bin labels
+    and its raw values stay in ``<factor>__raw``.
+    """
+
+    name: str
+    metric: str
+    table: pd.DataFrame
+    completed: pd.DataFrame  # every completed trial with a metric value (paper views)
+    analysed: pd.DataFrame  # the completed trials the factor analysis uses (level labels)
+    meta: dict[str, Any]
+    factors: list[str]  # analysed factors (>= 2 observed levels)
+    planned_levels: dict[str, list[Any]]  # from study.json (list or [low, high])
+    single_level: list[str] = field(default_factory=list)  # factors with one observed level
+    binned: dict[str, list[str]] = field(default_factory=dict)  # factor -> bin labels (ordered)
+    notes: list[str] = field(default_factory=list)  # what the reader must know
+    source: str = ""
+
+
+def load_study(
+    study_dir: Path, *, metric: str = "test_accuracy", mlflow_uri: str | None = None
+) -> StudyData:
+    """Read ``study_dir/trials.parquet`` (or the study's MLflow runs) and ``study.json``."""
+    study_dir = Path(study_dir)
+    meta: dict[str, Any] = {}
+    meta_path = study_dir / "study.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"{meta_path} is not valid JSON: {err}.") from None
+    name = study_name(study_dir, meta)
+    if mlflow_uri:
+        from orchestrator.tracking import load_trial_runs  # the only MLflow module
+
+        table = load_trial_runs(mlflow_uri, name)
+        source = f"MLflow runs of study {name!r} at {mlflow_uri}"
+    else:
+        if not study_dir.is_dir():
+            raise DataError(
+                f"study directory {str(study_dir)!r} does not exist; give a directory with "
+                "trials.parquet (e.g. results/<study>) or use --mlflow-uri."
+            )
+        path = study_dir / "trials.parquet"
+        if not path.is_file():
+            present = sorted(p.name for p in study_dir.iterdir())[:20]
+            raise DataError(
+                f"{path} does not exist; the study directory holds: {', '.join(present) or 'nothing'}. "
+                "Run the study first (qsweep run SPACE.yaml) or use --mlflow-uri."
+            )
+        table = pd.read_parquet(path)
+        source = str(path)
+    return study_from_frame(table, meta, metric=metric, name=name, source=source)
+
+
+def study_name(study_dir: Path, meta: dict[str, Any] | None = None) -> str:
+    """The study's name: ``name`` in study.json, else the directory name."""
+    if meta is None:
+        path = Path(study_dir) / "study.json"
+        try:
+            meta = json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError:
+            meta = {}
+    return str(meta.get("name") or Path(study_dir).resolve().name)
+
+
+def study_from_frame(
+    table: pd.DataFrame,
+    meta: dict[str, Any],
+    *,
+    metric: str = "test_accuracy",
+    name: str = "study",
+    source: str = "",
+) -> StudyData:
+    """Decide the factors, bin continuous ones and select the completed trials."""
+    if metric not in table.columns:
+        numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+        raise DataError(
+            f"metric column {metric!r} is not in the trials table ({source or 'given frame'}); "
+            f"numeric columns present: {', '.join(numeric) or 'none'}."
+        )
+    notes: list[str] = []
+    table = table.copy()
+    if "status" not in table.columns:
+        table["status"] = "completed"
+        notes.append("The table has no status column; every row is treated as completed.")
+    ok = (table["status"] == "completed") & table[metric].notna()
+    completed = table[ok].copy()
+    completed[metric] = completed[metric].astype(float)
+
+    planned = meta.get("factors") if isinstance(meta.get("factors"), dict) else None
+    if planned:
+        names = [f for f in planned if f in table.columns]
+        for f in planned:
+            if f not in table.columns:
+                notes.append(
+                    f"Factor {f!r} of study.json has no column in the trials table; skipped."
+                )
+        planned_levels = {
+            f: ([v["low"], v["high"]] if isinstance(v, dict) else list(v))
+            for f, v in planned.items()
+        }
+    else:
+        names = [
+            c
+            for c in CONFIG_FIELDS
+            if c in table.columns and c not in _NOT_FACTORS and table[c].nunique(dropna=True) > 1
+        ]
+        planned_levels = {}
+        notes.append(
+            "study.json has no factors; the factors are the TrialConfig columns that vary across "
+            f"trials: {', '.join(names) or 'none'}."
+        )
+
+    analysed = completed.copy()
+    if "head" in analysed.columns and "head" not in names and analysed["head"].nunique() > 1:
+        counts = analysed["head"].value_counts()
+        main = str(counts.index[0])
+        analysed = analysed[analysed["head"] == main].copy()
+        notes.append(
+            f"head is not a factor but the completed trials use {len(counts)} heads "
+            f"({', '.join(f'{h}: {n}' for h, n in counts.items())}); the factor analysis uses "
+            f"the {len(analysed)} {main} trials, the paper views below use all of them."
+        )
+
+    factors, single, binned = [], [], {}
+    for f in names:
+        column = analysed[f]
+        levels = column.dropna().unique()
+        if len(levels) < 2:
+            single.append(f)
+            continue
+        factors.append(f)
+        continuous = isinstance(planned, dict) and isinstance(planned.get(f), dict)
+        numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+        if numeric and (continuous or len(levels) > MAX_DISCRETE_LEVELS):
+            labels = _quantile_bins(column.astype(float))
+            analysed[f + "__raw"] = column
+            analysed[f] = labels
+            binned[f] = list(dict.fromkeys(sorted(labels.dropna().unique(), key=_bin_start)))
+            notes.append(
+                f"Factor {f!r} has {len(levels)} distinct values; for main effects and ANOVA it "
+                f"is binned into {len(binned[f])} quantile bins ({', '.join(binned[f])})."
+            )
+        else:
+            analysed[f] = column.astype(object)
+    if single:
+        notes.append(
+            "Factors with a single observed level among completed trials (no effect can be "
+            f"estimated): {', '.join(single)}."
+        )
+    return StudyData(
+        name=name,
+        metric=metric,
+        table=table,
+        completed=completed,
+        analysed=analysed,
+        meta=meta,
+        factors=factors,
+        planned_levels=planned_levels,
+        single_level=single,
+        binned=binned,
+        notes=notes,
+        source=source,
+    )
+
+
+def _quantile_bins(values: pd.Series) -> pd.Series:
+    bins = pd.qcut(values, q=min(QUANTILE_BINS, values.nunique()), duplicates="drop")
+    return bins.map(lambda iv: f"{iv.left:.3g}..{iv.right:.3g}").astype(object)
+
+
+def _bin_start(label: str) -> float:
+    return float(label.split("..")[0])
