@@ -102,7 +102,7 @@ def _load_directory(root: Path) -> dict[str, Split]:
             root / f"{a}{s}" for a in aliases for s in FILE_SUFFIXES if (root / f"{a}{s}").is_file()
         ]
         if len(matches) > 1:
-            names = ", ".join(p.name for p in matches)
+            names = ", ".join(sorted(p.name for p in matches))
             raise DataError(
                 f"data directory {str(root)!r} has several files for split {split!r}: {names}; keep one."
             )
