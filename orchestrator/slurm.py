@@ -93,6 +93,11 @@ class SlurmOptions:
         for name in ("study_file", "results_dir"):
             if not os.path.isabs(getattr(self, name)):
                 raise ConfigError(f"{name} must be an absolute path, got {getattr(self, name)!r}")
+        if re.search(r"\s", self.results_dir):
+            raise ConfigError(
+                f"results_dir {self.results_dir!r} contains whitespace, which '#SBATCH "
+                "--output' cannot hold; choose a results directory without spaces"
+            )
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.study_name):
             raise ConfigError(
                 f"study name {self.study_name!r} cannot name a directory or job; "
@@ -122,6 +127,13 @@ class SlurmOptions:
                 f"mlflow_uri {self.mlflow_uri!r} and start_mlflow_server exclude each other: "
                 "the started server decides the URI"
             )
+        for name in ("partition", "account", "qos", "constraint", "job_name"):
+            value = getattr(self, name)
+            if value is not None and (not value or re.search(r"\s", value)):
+                raise ConfigError(
+                    f"{name} {value!r} must be a non-empty word without spaces "
+                    "(it becomes an '#SBATCH' line)"
+                )
         for arg in self.sbatch_args:
             if not arg.startswith("-"):
                 raise ConfigError(
@@ -214,7 +226,9 @@ def _container(o: SlurmOptions) -> str:
     args = ["apptainer", "exec"]
     if o.gpus_per_node:
         args.append("--nv")
-    args += ["--bind", o.results_dir, o.container]
+    # Apptainer binds $HOME, the working directory and /tmp; add the results root and
+    # the study file's directory.
+    args += ["--bind", f"{o.results_dir},{os.path.dirname(o.study_file)}", o.container]
     return " ".join(_q(a) for a in args)
 
 
