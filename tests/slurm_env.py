@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -47,8 +48,17 @@ def _node_line(memory_mb: int) -> str:
     return re.sub(r"RealMemory=\d+", f"RealMemory={memory_mb}", line)
 
 
-def write_conf(root: Path, *, memory_mb: int = 2048) -> Path:
-    """slurm.conf for one node (this host), every path inside ``root``."""
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_conf(root: Path, *, memory_mb: int = 2048, first_job_id: int = 1) -> Path:
+    """slurm.conf for one node (this host), every path inside ``root``.
+
+    Daemon ports are picked free, so two test sessions on one machine do not collide.
+    """
     for sub in ("state", "spool", "log", "run"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     node = _node_line(memory_mb)
@@ -76,8 +86,9 @@ SlurmctldPidFile={root}/run/slurmctld.pid
 SlurmdPidFile={root}/run/slurmd.pid
 SlurmctldLogFile={root}/log/slurmctld.log
 SlurmdLogFile={root}/log/slurmd.log
-SlurmctldPort=16817
-SlurmdPort=16818
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+FirstJobId={first_job_id}
 {node} State=UNKNOWN
 PartitionName={PARTITION} Nodes={node_name} Default=YES MaxTime=INFINITE State=UP
 """
@@ -101,9 +112,9 @@ class SingleNodeSlurm:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
     @classmethod
-    def start(cls, root: Path, *, timeout: float = 30.0) -> SingleNodeSlurm:
+    def start(cls, root: Path, *, timeout: float = 30.0, first_job_id: int = 1) -> SingleNodeSlurm:
         root.mkdir(parents=True, exist_ok=True)
-        conf = write_conf(root)
+        conf = write_conf(root, first_job_id=first_job_id)
         cluster = cls(root=root, conf=conf)
         try:
             cluster._start_munge()
