@@ -212,14 +212,16 @@ class _Cache:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for _attempt in range(3):  # a concurrent merge may remove a part we listed
+        tables = []
+        for part in self.parts():
             try:
-                tables = [pq.read_table(p) for p in self.parts()]
-                break
-            except FileNotFoundError:
-                continue
-        else:  # pragma: no cover - needs three merges during one read
-            tables = []
+                tables.append(pq.read_table(part))
+            except (
+                FileNotFoundError
+            ):  # removed by a concurrent merge: its rows are in the merged part
+                return self.read() if self.parts() else ({}, None)
+            except (pa.ArrowException, OSError) as err:  # unreadable part: its rows are recomputed
+                print(f"qsweep: ignoring unreadable cache file {part} ({err})", file=sys.stderr)
         if not tables:
             return {}, None
         table = pa.concat_tables(tables)
@@ -252,10 +254,15 @@ class _Cache:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        try:
-            table = pa.concat_tables([pq.read_table(p) for p in parts])
-        except FileNotFoundError:
-            return  # another process is merging
+        tables = []
+        for part in parts:
+            try:
+                tables.append(pq.read_table(part))
+            except FileNotFoundError:
+                return  # another process is merging
+            except (pa.ArrowException, OSError):
+                continue  # unreadable: dropped with the others below
+        table = pa.concat_tables(tables)
         _atomic_write(self._new_part(), lambda tmp: pq.write_table(table, tmp))
         for part in parts:
             part.unlink(missing_ok=True)

@@ -157,6 +157,17 @@ def test_concurrent_writers_and_merging(tmp_path: Path, monkeypatch: pytest.Monk
     assert set(merged_index) == set(index) | {"extra"}
 
 
+def test_unreadable_cache_part_is_ignored(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], reference
+) -> None:
+    emb.embed_texts(TEXTS[:2], str(tiny), cache_dir=tmp_path, progress=False)
+    (part,) = tmp_path.glob("*/part-*.parquet")
+    part.write_bytes(b"not parquet at all")
+    x = emb.embed_texts(TEXTS, str(tiny), cache_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(x, reference(TEXTS), rtol=1e-5, atol=1e-5)
+    assert "ignoring unreadable cache file" in capsys.readouterr().err
+
+
 def test_embed_splits_and_load_and_embed(tiny: Path, tmp_path: Path, reference) -> None:
     splits = TextSplits(
         train_text=TEXTS[:2],
