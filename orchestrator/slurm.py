@@ -35,9 +35,24 @@ __all__ = [
     "render_sbatch",
     "run_command",
     "study_dir",
+    "template_path",
 ]
 
+# The repository's slurm/ directory; QSWEEP_SLURM_TEMPLATE overrides it (e.g. in images
+# where qsweep is pip-installed and slurm/ sits elsewhere).
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "slurm" / "ray_cluster.sbatch.tmpl"
+
+
+def template_path() -> Path:
+    """The batch-script template: $QSWEEP_SLURM_TEMPLATE or the repository's slurm/ file."""
+    path = Path(os.environ.get("QSWEEP_SLURM_TEMPLATE") or TEMPLATE_PATH)
+    if not path.is_file():
+        raise ConfigError(
+            f"Slurm template {path} does not exist; set QSWEEP_SLURM_TEMPLATE to "
+            "slurm/ray_cluster.sbatch.tmpl of a qsweep checkout"
+        )
+    return path
+
 
 # Job states after which a job no longer runs (REQUEUED/PENDING jobs come back).
 TERMINAL_STATES = frozenset(
@@ -303,7 +318,7 @@ def _driver_args(o: SlurmOptions) -> str:
 
 def render_sbatch(options: SlurmOptions, *, template: str | None = None) -> str:
     """The batch script for ``options``: a pure function of the options and template text."""
-    text = TEMPLATE_PATH.read_text() if template is None else template
+    text = template_path().read_text() if template is None else template
     o = options
     values = {
         "STUDY_NAME": o.study_name,
