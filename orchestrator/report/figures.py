@@ -31,7 +31,7 @@ BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#9a9a9a"
 def to_png(fig: Figure, *, dpi: int = 100) -> bytes:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 

@@ -155,14 +155,21 @@ def study_from_frame(
         )
 
     analysed = completed.copy()
-    if "head" in analysed.columns and "head" not in names and analysed["head"].nunique() > 1:
-        counts = analysed["head"].value_counts()
-        main = str(counts.index[0])
-        analysed = analysed[analysed["head"] == main].copy()
+    # Factor effects compare trials that differ only in factors: a setting that is not a
+    # factor but varies (baseline heads, a noisy side-experiment) is held at its most
+    # common value; the paper views below still use every completed trial.
+    for column in CONFIG_FIELDS:
+        if column in names or column in _NOT_FACTORS or column not in analysed.columns:
+            continue
+        counts = analysed[column].value_counts(dropna=False)
+        if len(counts) < 2:
+            continue
+        keep = counts.index[0]
+        analysed = analysed[analysed[column] == keep].copy()
         notes.append(
-            f"head is not a factor but the completed trials use {len(counts)} heads "
-            f"({', '.join(f'{h}: {n}' for h, n in counts.items())}); the factor analysis uses "
-            f"the {len(analysed)} {main} trials, the paper views below use all of them."
+            f"{column} is not a factor but varies among the completed trials "
+            f"({', '.join(f'{v}: {n}' for v, n in counts.items())}); the factor analysis uses "
+            f"the {len(analysed)} trials with {column} = {keep}, the paper views use all of them."
         )
 
     factors, single, binned = [], [], {}

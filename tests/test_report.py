@@ -1,0 +1,306 @@
+"""``qsweep report`` end to end on synthetic study directories (complete and broken ones)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model.config import TrialConfig
+from model.errors import DataError
+from orchestrator import cli
+from orchestrator.report import build_report
+
+QUBIT_EFFECT = {4: -0.04, 8: 0.0, 12: 0.04}
+REUPLOAD_EFFECT = {1: 0.0, 2: 0.01, 4: 0.02}
+
+
+def trial_row(i: int, seed: int, acc: float | None, **config) -> dict:
+    cfg = TrialConfig().replace(seed=seed, **config).to_dict()
+    return {
+        "study": "synthetic",
+        "trial_id": f"p{i:03d}_s{seed}",
+        "point_id": f"p{i:03d}",
+        "status": "completed" if acc is not None else "failed",
+        "error": "" if acc is not None else "RuntimeError: out of memory",
+        "attempts": 1,
+        "val_accuracy": None if acc is None else acc + 0.01,
+        "test_accuracy": acc,
+        "best_epoch": 3,
+        "epochs_run": 5,
+        "n_params": 30 * cfg["qubits"],
+        "wall_time_s": 1.5,
+        "qpu_energy_j": None,
+        "gpu_energy_j": None,
+        "device": "cpu",
+        "started_at": "2026-01-01T00:00:00Z",
+        "finished_at": "2026-01-01T00:00:02Z",
+        **cfg,
+    }
+
+
+def write_study(directory: Path, rows: list[dict], factors: dict | None, **meta) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(directory / "trials.parquet")
+    if factors is not None:
+        info = {
+            "name": directory.name,
+            "description": "synthetic study",
+            "factors": factors,
+            "search": {"kind": "full"},
+            "seeds": [0, 1, 2],
+            "metric": "val_accuracy",
+            "mode": "max",
+            "data": {},
+            "created_at": "2026-01-01T00:00:00Z",
+            "qsweep_version": "0.1.0",
+            **meta,
+        }
+        (directory / "study.json").write_text(json.dumps(info))
+    return directory
+
+
+def make_study(
+    directory: Path, *, failed: int = 2, baselines: bool = True, noise: bool = True
+) -> Path:
+    """qubits x reuploads x lr_decay (null) x 3 seeds with known effects + extras."""
+    rng = np.random.default_rng(1)
+    rows = []
+    points = list(itertools.product(QUBIT_EFFECT, REUPLOAD_EFFECT, [0.99, 1.0]))
+    for i, (q, r, d) in enumerate(points):
+        for s in range(3):
+            acc = 0.85 + QUBIT_EFFECT[q] + REUPLOAD_EFFECT[r] + rng.normal(0, 0.004)
+            rows.append(trial_row(i, s, acc, qubits=q, reuploads=r, lr_decay=d))
+    for row in rows[:failed]:
+        row.update(
+            status="failed", test_accuracy=None, val_accuracy=None, error="RuntimeError: boom"
+        )
+    if noise:
+        for j, q in enumerate(QUBIT_EFFECT):
+            for s in range(3):
+                acc = 0.80 + QUBIT_EFFECT[q] / 2 + rng.normal(0, 0.004)
+                rows.append(
+                    trial_row(100 + j, s, acc, qubits=q, reuploads=4, lr_decay=1.0, noise_p1=0.002)
+                )
+    if baselines:
+        for j, (head, hidden) in enumerate([("logreg", 0), ("svc", 0), ("mlp", 64)]):
+            row = trial_row(200 + j, 0, 0.87 + 0.002 * j, head=head, hidden=hidden)
+            row["n_params"] = 770 + 1000 * hidden
+            rows.append(row)
+    factors = {"qubits": [4, 8, 12], "reuploads": [1, 2, 4], "lr_decay": [0.99, 1.0]}
+    return write_study(directory, rows, factors, n_trials_planned=len(points) * 3 + 2)
+
+
+def read_csv(report: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(report / name)
+
+
+# ------------------------------------------------------------------------------------
+def test_full_report_files_and_contents(tmp_path):
+    study = make_study(tmp_path / "synthetic")
+    files = build_report(study)
+    out = study / "report"
+    names = {f.name for f in files}
+    for expected in (
+        "report.html",
+        "report.md",
+        "main_effects.csv",
+        "effect_ranking.csv",
+        "anova.csv",
+        "interactions.csv",
+        "model_comparison.csv",
+        "best_by_qubits.csv",
+        "energy.csv",
+        "noise.csv",
+        "main_effects.png",
+        "pareto.png",
+        "best_by_qubits.png",
+        "energy.png",
+        "noise.png",
+    ):
+        assert expected in names, expected
+    assert all(f.exists() and f.stat().st_size > 0 for f in files)
+
+    effects = read_csv(out, "main_effects.csv")
+    q = effects[effects.factor == "qubits"].set_index("level")["mean"]
+    assert q.loc[12] - q.loc[4] == pytest.approx(0.08, abs=0.01)
+    assert list(read_csv(out, "effect_ranking.csv").factor) == ["qubits", "reuploads", "lr_decay"]
+    anova = read_csv(out, "anova.csv").set_index("source")
+    assert anova.index[0] == "qubits" and anova.loc["qubits", "p_value"] < 1e-10
+    assert anova.loc["lr_decay", "p_value"] > 0.01
+
+    comparison = read_csv(out, "model_comparison.csv")
+    best_classical = 0.87 + 0.004  # the mlp (hidden=64) baseline
+    row = comparison[comparison.family == "logreg"].iloc[0]
+    assert row["diff_to_best_classical"] == pytest.approx(0.87 - best_classical)
+    assert set(comparison.family) >= {"quantum, single sQE", "logreg", "svc", "mlp (hidden=64)"}
+    quantum12 = comparison[(comparison.family == "quantum, single sQE") & (comparison.qubits == 12)]
+    assert quantum12["max"].iloc[0] > 0.89 and quantum12["n_params"].iloc[0] == 360
+
+    best = read_csv(out, "best_by_qubits.csv")
+    trials = pd.read_parquet(study / "trials.parquet")
+    quantum = trials[(trials["head"] == "quantum") & (trials.status == "completed")]
+    np.testing.assert_allclose(
+        best["best"], quantum.groupby("qubits").test_accuracy.max().to_numpy()
+    )
+
+    energy = read_csv(out, "energy.csv")
+    assert {"qubits", "qpu_energy_j", "gpu_energy_j"} <= set(energy.columns)
+    noise = read_csv(out, "noise.csv")
+    assert set(noise.noise) == {"with gate noise", "noiseless"}
+
+    html = (out / "report.html").read_text()
+    assert html.count("<img ") == sum(n.endswith(".png") for n in names)
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # no external requests
+    md = (out / "report.md").read_text()
+    for png in (n for n in names if n.endswith(".png")):
+        assert f"]({png})" in md
+    assert (
+        "head is not a factor" in md
+        and "noise_p1 is not a factor" in md
+        and "status failed | 2" in md
+    )
+
+
+@pytest.mark.parametrize(
+    ("variant", "expected_note"),
+    [
+        ("single_factor", "Interactions need at least two factors"),
+        ("single_trial", "ANOVA needs at least one factor with two or more observed levels"),
+        ("all_failed", "No completed trial has a test_accuracy value"),
+        ("one_level", "single observed level"),
+        ("no_study_json", "study.json has no factors"),
+        ("optuna_uneven", "quantile bins"),
+        (
+            "tiny_fraction",
+            "ANOVA needs at least one residual degree of freedom: 4 trials, 5 parameters",
+        ),
+    ],
+)
+def test_incomplete_studies_report_what_they_cannot_estimate(tmp_path, variant, expected_note):
+    d = tmp_path / variant
+    rng = np.random.default_rng(2)
+    if variant == "single_factor":
+        rows = [
+            trial_row(i, s, 0.8 + 0.01 * i + rng.normal(0, 0.002), qubits=q)
+            for i, q in enumerate([4, 6, 8])
+            for s in range(2)
+        ]
+        write_study(d, rows, {"qubits": [4, 6, 8]})
+    elif variant == "single_trial":
+        write_study(d, [trial_row(0, 0, 0.8, qubits=4)], {"qubits": [4, 8]})
+        d2 = tmp_path / "two"  # two levels, one trial each: no residual df either
+        write_study(
+            d2, [trial_row(0, 0, 0.8, qubits=4), trial_row(1, 0, 0.9, qubits=8)], {"qubits": [4, 8]}
+        )
+        assert "residual degree of freedom: 2 trials, 2 parameters" in _md(build_report(d2))
+    elif variant == "all_failed":
+        rows = [trial_row(i, 0, None, qubits=q) for i, q in enumerate([4, 8])]
+        write_study(d, rows, {"qubits": [4, 8]}, n_trials_planned=6)
+    elif variant == "one_level":
+        rows = [
+            trial_row(i, s, 0.8 + rng.normal(0, 0.01), qubits=4, reuploads=r)
+            for i, r in enumerate([1, 2])
+            for s in range(3)
+        ]
+        write_study(d, rows, {"qubits": [4, 8], "reuploads": [1, 2]})
+    elif variant == "no_study_json":
+        rows = [
+            trial_row(i, 0, 0.8 + 0.01 * i, qubits=q, main_layers=m)
+            for i, (q, m) in enumerate(itertools.product([4, 8], [1, 2]))
+        ]
+        write_study(d, rows * 2, None)
+    elif variant == "optuna_uneven":
+        rows = []
+        for i in range(30):
+            lr = float(10 ** rng.uniform(-4, -1))
+            q = int(rng.choice([4, 6, 8], p=[0.6, 0.3, 0.1]))
+            rows.append(
+                trial_row(
+                    i,
+                    0,
+                    0.8 + 0.01 * np.log10(lr) + rng.normal(0, 0.01),
+                    learning_rate=lr,
+                    qubits=q,
+                )
+            )
+        write_study(
+            d,
+            rows,
+            {"learning_rate": {"low": 1e-4, "high": 1e-1, "log": True}, "qubits": [4, 6, 8]},
+            search={"kind": "optuna", "trials": 30},
+        )
+    elif variant == "tiny_fraction":
+        rows = [
+            trial_row(i, 0, 0.8 + 0.01 * i, qubits=q, reuploads=r)
+            for i, (q, r) in enumerate([(4, 1), (8, 2), (4, 3), (8, 4)])
+        ]
+        write_study(d, rows, {"qubits": [4, 8], "reuploads": [1, 2, 3, 4]})
+    files = build_report(d)
+    md = _md(files)
+    assert expected_note in md
+    assert (d / "report" / "report.html").stat().st_size > 1000
+
+
+def _md(files: list[Path]) -> str:
+    return next(f for f in files if f.name == "report.md").read_text()
+
+
+# ------------------------------------------------------------------------------------
+def test_missing_study_dir_names_the_path(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        build_report(tmp_path / "nope")
+
+
+def test_missing_trials_parquet_lists_what_exists(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.json").write_text("{}")
+    with pytest.raises(DataError) as err:
+        build_report(tmp_path / "s")
+    assert "trials.parquet does not exist" in str(err.value) and "study.json" in str(err.value)
+
+
+def test_missing_metric_column_names_it_and_the_alternatives(tmp_path, capsys):
+    d = write_study(tmp_path / "s", [trial_row(0, 0, 0.8)], {"qubits": [4, 8]})
+    code = cli.main(["report", str(d), "--metric", "f1", "--no-mlflow"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "metric column 'f1'" in err and "test_accuracy" in err and "Traceback" not in err
+
+
+def test_cli_report_writes_to_out(tmp_path, capsys):
+    study = make_study(tmp_path / "s", baselines=False, noise=False)
+    code = cli.main(
+        [
+            "report",
+            str(study),
+            "--out",
+            str(tmp_path / "r"),
+            "--metric",
+            "val_accuracy",
+            "--no-mlflow",
+        ]
+    )
+    assert code == 0
+    assert (tmp_path / "r" / "report.html").exists()
+    assert "No classical baseline" in (tmp_path / "r" / "report.md").read_text()
+    assert "report.html" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_logs_report_to_mlflow(tmp_path, capsys):
+    study = make_study(tmp_path / "s", baselines=False, noise=False)
+    assert cli.main(["report", str(study)]) == 0
+    out = capsys.readouterr().out
+    match = re.search(r"run ([0-9a-f]{32})", out)
+    assert match, out
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{study.resolve() / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(match.group(1))}
+    assert {"report.html", "report.md", "main_effects.csv", "anova.csv"} <= logged
