@@ -153,6 +153,7 @@ def test_full_report_files_and_contents(tmp_path):
     assert {"qubits", "qpu_energy_j", "gpu_energy_j"} <= set(energy.columns)
     noise = read_csv(out, "noise.csv")
     assert set(noise.noise) == {"with gate noise", "noiseless"}
+    assert set(noise.qubits) == {4, 8, 12}  # quantum heads only
 
     html = (out / "report.html").read_text()
     assert html.count("<img ") == sum(n.endswith(".png") for n in names)

@@ -186,8 +186,12 @@ def energy_curve(
 
 
 def noise_by_qubits(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Best and mean metric by qubit count with and without gate noise (empty if no contrast)."""
+    """Quantum heads' best and mean metric by qubit count with and without gate noise.
+
+    Empty when the quantum trials are all noiseless or all noisy.
+    """
     cols = ["qubits", "noise", "n", "best", "mean"]
+    frame = quantum_rows(frame)  # classical heads have no gates
     if not {"noise_p1", "noise_p2"} & set(frame.columns) or frame.empty:
         return pd.DataFrame(columns=cols)
     p1 = raw(frame, "noise_p1").astype(float) if "noise_p1" in frame else 0.0
