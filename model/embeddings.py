@@ -279,7 +279,7 @@ def _write_parquet(path: Path, keys: list[str], vectors: np.ndarray) -> None:
             "embedding": pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1])),
         }
     )
-    pq.write_table(table, path)
+    pq.write_table(table, path, compression="none", use_dictionary=False)  # floats do not compress
 
 
 def _atomic_write(target: Path, write) -> None:
