@@ -305,3 +305,33 @@ def test_cli_logs_report_to_mlflow(tmp_path, capsys):
     client = MlflowClient(f"sqlite:///{study.resolve() / 'mlflow.db'}")
     logged = {a.path for a in client.list_artifacts(match.group(1))}
     assert {"report.html", "report.md", "main_effects.csv", "anova.csv"} <= logged
+
+
+@pytest.mark.slow
+def test_report_from_mlflow_runs_matches_the_parquet_report(tmp_path, capsys):
+    from orchestrator.tracking import TrialLogger
+
+    study = make_study(tmp_path / "s", failed=1, baselines=False, noise=False)
+    rows = pd.read_parquet(study / "trials.parquet").to_dict("records")
+    rows = [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+        for r in rows
+    ]
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    logger = TrialLogger(uri, "s")
+    for row in rows[:20]:
+        logger.finish(row["trial_id"], row)
+    (study / "trials.parquet").rename(tmp_path / "hidden.parquet")  # must read MLflow, not the file
+    out = tmp_path / "from_mlflow"
+    assert cli.main(["report", str(study), "--mlflow-uri", uri, "--out", str(out)]) == 0
+    assert "logged" in capsys.readouterr().out
+
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    pd.DataFrame(rows[:20]).to_parquet(reference / "trials.parquet")
+    (reference / "study.json").write_text((study / "study.json").read_text())
+    build_report(reference)
+    got = read_csv(out, "main_effects.csv")
+    want = read_csv(reference / "report", "main_effects.csv")
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9)
+    assert "status failed | 1" in (out / "report.md").read_text()

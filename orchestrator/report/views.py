@@ -272,6 +272,8 @@ def _trial_config(row: pd.Series):
 
     values = {}
     for f in CONFIG_FIELDS:
+        if f in ("device", "seed"):  # the table's device is the resolved one (e.g. cuda:0)
+            continue
         value = row.get(f + "__raw", row.get(f))
         if f in row.index and not _missing(value):
             values[f] = _plain(value)
