@@ -142,8 +142,8 @@ def gate_counts(config: TrialConfig, qubits: int | None = None) -> dict[str, int
     """Gates of the head's PQC for ``qubits`` (default ``config.qubits``; may exceed 26).
 
     Returns ``n_1q_gates``, ``n_2q_gates``, ``n_1q_layers`` (R + R*N + M),
-    ``n_entangling_layers`` (R*N + M) and ``depth`` (1-qubit layers + CNOTs of each ring,
-    which share qubits and so run one after another).
+    ``n_entangling_layers`` (R*N + M) and ``depth`` (1-qubit layers + all CNOTs, one after
+    another as an ion trap runs them; with C = 1 the ring's CNOTs share qubits anyway).
     """
     _check_quantum(config)
     q = config.qubits if qubits is None else qubits
@@ -217,7 +217,7 @@ def energy_table(
 ) -> list[dict[str, float]]:
     """One :func:`inference_energy` row per register size, each with a ``qubits`` key."""
     _check_quantum(config)
-    return [{"qubits": float(q), **inference_energy(config, params, qubits=q)} for q in qubits]
+    return [{"qubits": q, **inference_energy(config, params, qubits=q)} for q in qubits]
 
 
 def crossover_qubits(

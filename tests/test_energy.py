@@ -60,6 +60,19 @@ def test_gate_counts_match_written_out_circuit(q, r, n, m):
     assert counts["n_2q_gates"] == sum(len(w) == 2 for _, w in gates)
 
 
+@pytest.mark.parametrize(
+    "q,r,n,m,c", [(1, 2, 1, 1, 1), (2, 4, 1, 2, 1), (6, 3, 2, 1, 2), (10, 4, 1, 2, 1)]
+)
+def test_gate_counts_match_the_simulated_pqc(q, r, n, m, c):
+    circuits = pytest.importorskip("model.quantum.circuits")
+    config = TrialConfig(qubits=q, reuploads=r, reupload_layers=n, main_layers=m, connectivity=c)
+    spec = circuits.pqc_spec(config)
+    kinds = [op.kind for op in spec.ops]
+    counts = gate_counts(config)
+    assert counts["n_1q_gates"] == q * (kinds.count("encode") + kinds.count("rotate"))
+    assert counts["n_2q_gates"] == kinds.count("entangle") * len(spec.pairs)
+
+
 def test_inference_energy_small_config_by_hand():
     config = TrialConfig(qubits=3, reuploads=2, reupload_layers=1, main_layers=1)
     out = inference_energy(config)
