@@ -134,3 +134,53 @@ def test_errors_name_value_and_allowed(factors, kind, kwargs, needle):
     with pytest.raises(ConfigError, match=None) as err:
         design_points(factors, kind, **kwargs)
     assert needle in str(err.value)
+
+
+# ------------------------------------------------------------------------------------
+SPACE = """
+name: screen
+data: {source: demo}
+fixed: {epochs: 2}
+factors:
+  qubits: [4, 8]
+  reuploads: [1, 4]
+  main_layers: [1, 2]
+  lr_decay: [0.99, 1.0]
+  final_linear: [true, false]
+search: {kind: fracfact, resolution: 3}
+seeds: [0, 1]
+"""
+
+
+def test_cli_design_prints_points_and_aliasing_and_writes_csv(tmp_path, capsys):
+    import csv
+
+    from orchestrator import cli
+
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    out = tmp_path / "points.csv"
+    assert cli.main(["design", str(space), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "8 runs, 5 factors" in printed and "Alias structure:" in printed
+    assert "generators: lr_decay = qubits*reuploads" in printed
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["run"] for r in rows] == [str(i) for i in range(1, 9)]
+    for name, levels in (("qubits", {"4", "8"}), ("final_linear", {"True", "False"})):
+        assert sorted(r[name] for r in rows).count(sorted(levels)[0]) == 4
+        assert {r[name] for r in rows} == levels
+
+
+def test_cli_design_options_override_the_file(tmp_path, capsys):
+    from orchestrator import cli
+
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    assert cli.main(["design", str(space), "--kind", "full"]) == 0
+    assert "32 runs, 5 factors" in capsys.readouterr().out
+    assert cli.main(["design", str(space), "--kind", "fracfact", "--resolution", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "16 runs" in printed and "aliased: qubits =" not in printed
+    assert cli.main(["design", str(space), "--kind", "lhs"]) == 2
+    assert "pass --samples N" in capsys.readouterr().err

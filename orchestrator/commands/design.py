@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from model.errors import ConfigError
     from orchestrator.design import aliasing, design_points
 
     factors, search = read_factors_and_search(Path(args.space))
@@ -43,11 +44,18 @@ def run(args: argparse.Namespace) -> int:
     samples = args.samples if args.samples is not None else search.get("samples")
     seed = args.seed if args.seed is not None else int(search.get("seed") or 0)
     if kind not in ("full", "fracfact", "pb", "lhs"):
-        from model.errors import ConfigError
-
         raise ConfigError(
             f"search.kind = {kind!r} in {args.space} is not a design; allowed: full (grid), "
             "fracfact, pb, lhs. Pass --kind to choose one."
+        )
+    if kind == "lhs" and samples is None:
+        raise ConfigError(
+            f"an lhs design needs a number of points: set search.samples in {args.space} or pass --samples N."
+        )
+    if kind == "fracfact" and resolution is None:
+        raise ConfigError(
+            f"a fracfact design needs a resolution: set search.resolution in {args.space} or pass "
+            "--resolution R (3, 4 or 5)."
         )
     points = design_points(factors, kind, resolution=resolution, samples=samples, seed=seed)
     table = pd.DataFrame(points, columns=list(factors))
