@@ -1,0 +1,119 @@
+"""Study progress a person can follow: one stderr line when something changes (a trial
+starts or ends) and a heartbeat at most every ``interval_s``; no Ray event stream.
+
+    [quickstart] 3/8 done (1 failed), 2 running | best val_accuracy 0.8125 (p001_s0) | 1m12s elapsed, ~2m05s left
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+__all__ = ["Progress", "format_duration"]
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    if m:
+        return f"{m}m{s:02d}s"
+    return f"{s}s"
+
+
+class Progress:
+    """Counts trials and prints a summary line; pure bookkeeping (tests drive it directly)."""
+
+    def __init__(
+        self,
+        study: str,
+        total: int,
+        *,
+        metric: str,
+        mode: str,
+        concurrency: int,
+        already_done: int = 0,
+        stream: TextIO | None = None,
+        interval_s: float = 30.0,
+        clock=time.monotonic,
+    ) -> None:
+        self.study = study
+        self.total = total
+        self.metric = metric
+        self.mode = mode
+        self.concurrency = max(1, concurrency)
+        self.already_done = already_done
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval_s = interval_s
+        self.clock = clock
+        self.start = clock()
+        self.running: set[str] = set()
+        self.done = 0  # finished in this run (any final status)
+        self.failed = 0
+        self.stopped = 0
+        self.durations: list[float] = []
+        self.best: tuple[float, str] | None = None
+        self._last_print = -1e18
+
+    # ---------------------------------------------------------------------------------
+    def started(self, trial_id: str) -> None:
+        self.running.add(trial_id)
+        self.maybe_print()
+
+    def finished(
+        self, trial_id: str, status: str, value: float | None, duration_s: float | None
+    ) -> None:
+        self.running.discard(trial_id)
+        self.done += 1
+        if status == "failed":
+            self.failed += 1
+        elif status == "stopped":
+            self.stopped += 1
+        if duration_s is not None:
+            self.durations.append(duration_s)
+        if value is not None and value == value and status != "failed":  # not NaN
+            if self.best is None or (
+                value > self.best[0] if self.mode == "max" else value < self.best[0]
+            ):
+                self.best = (value, trial_id)
+        self.maybe_print(force=True)
+
+    def remaining_s(self) -> float | None:
+        """Mean trial time x trials left / concurrency (None before the first trial ends)."""
+        if not self.durations:
+            return None
+        left = self.total - self.already_done - self.done
+        mean = sum(self.durations) / len(self.durations)
+        return max(0.0, mean * left / self.concurrency)
+
+    def line(self) -> str:
+        done = self.already_done + self.done
+        parts = [f"[{self.study}] {done}/{self.total} done"]
+        extras = []
+        if self.failed:
+            extras.append(f"{self.failed} failed")
+        if self.stopped:
+            extras.append(f"{self.stopped} stopped early")
+        if self.already_done:
+            extras.append(f"{self.already_done} from before")
+        if extras:
+            parts[0] += f" ({', '.join(extras)})"
+        parts[0] += f", {len(self.running)} running"
+        if self.best is not None:
+            parts.append(f"best {self.metric} {self.best[0]:.4f} ({self.best[1]})")
+        elapsed = self.clock() - self.start
+        timing = f"{format_duration(elapsed)} elapsed"
+        left = self.remaining_s()
+        if left is not None:
+            timing += f", ~{format_duration(left)} left"
+        parts.append(timing)
+        return " | ".join(parts)
+
+    def maybe_print(self, *, force: bool = False) -> None:
+        now = self.clock()
+        if force or now - self._last_print >= self.interval_s:
+            self._last_print = now
+            print(self.line(), file=self.stream, flush=True)

@@ -1,0 +1,222 @@
+"""A study's results directory: ``trials.parquet`` (one row per finished trial),
+``study.json`` (what was planned) and ``.lock`` (one driver at a time).
+
+    with StudyLock(study_dir):
+        table = ResultsTable(study_dir / "trials.parquet", study="quickstart")
+        table.add(row)          # rewrites the file atomically (temp file + rename)
+
+Rows have the columns of :data:`RESULT_COLUMNS` followed by every ``TrialConfig``
+field under its plain name. No Ray or MLflow here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from model.config import TrialConfig
+from model.errors import ConfigError, ServiceError
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "CONFIG_COLUMNS",
+    "FINAL_STATUSES",
+    "ResultsTable",
+    "StudyLock",
+    "write_study_json",
+    "read_study_json",
+    "utc_now",
+    "qsweep_version",
+]
+
+FINAL_STATUSES = ("completed", "failed", "stopped")
+RESULT_COLUMNS = (
+    "study",
+    "trial_id",
+    "point_id",
+    "seed",
+    "status",
+    "error",
+    "attempts",
+    "val_accuracy",
+    "test_accuracy",
+    "best_epoch",
+    "epochs_run",
+    "n_params",
+    "wall_time_s",
+    "qpu_energy_j",
+    "gpu_energy_j",
+    "device",
+    "started_at",
+    "finished_at",
+)
+# seed and device are result columns already (device: the resolved one, e.g. cpu / cuda:0).
+CONFIG_COLUMNS = tuple(
+    f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("seed", "device")
+)
+TABLE_FILE = "trials.parquet"
+STUDY_FILE = "study.json"
+LOCK_FILE = ".lock"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def qsweep_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("qsweep")
+    except Exception:  # noqa: BLE001 - not installed: source checkout
+        return "0+unknown"
+
+
+# ------------------------------------------------------------------------------------
+class ResultsTable:
+    """The rows of ``trials.parquet``, kept in memory and rewritten atomically on every add."""
+
+    def __init__(self, path: Path, *, study: str) -> None:
+        self.path = Path(path)
+        self.study = study
+        self.rows: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            import pyarrow.parquet as pq
+
+            for row in pq.read_table(self.path).to_pylist():
+                self.rows[row["trial_id"]] = row
+
+    def done_ids(self) -> set[str]:
+        """Trials with a final status: never run again on --resume."""
+        return {tid for tid, row in self.rows.items() if row.get("status") in FINAL_STATUSES}
+
+    def add(self, row: dict[str, Any]) -> None:
+        if row.get("status") not in FINAL_STATUSES:
+            raise ValueError(f"status {row.get('status')!r} is not one of {FINAL_STATUSES}")
+        self.rows[row["trial_id"]] = normalise_row(row, study=self.study)
+        self.write()
+
+    def write(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = [normalise_row(r, study=self.study) for r in self.rows.values()]
+        table = pa.Table.from_pylist(rows, schema=_schema()) if rows else _schema().empty_table()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame(
+            [normalise_row(r, study=self.study) for r in self.rows.values()],
+            columns=list(_schema().names),
+        )
+
+
+def normalise_row(row: dict[str, Any], *, study: str) -> dict[str, Any]:
+    """Every column present, in order; unknown keys dropped."""
+    out = {name: row.get(name) for name in _schema().names}
+    out["study"] = study
+    return out
+
+
+_SCHEMA = None
+
+
+def _schema():
+    global _SCHEMA
+    if _SCHEMA is None:
+        import pyarrow as pa
+
+        kinds = {
+            "seed": pa.int64(),
+            "attempts": pa.int64(),
+            "best_epoch": pa.int64(),
+            "epochs_run": pa.int64(),
+            "n_params": pa.int64(),
+            "val_accuracy": pa.float64(),
+            "test_accuracy": pa.float64(),
+            "wall_time_s": pa.float64(),
+            "qpu_energy_j": pa.float64(),
+            "gpu_energy_j": pa.float64(),
+        }
+        fields = [pa.field(name, kinds.get(name, pa.string())) for name in RESULT_COLUMNS]
+        arrow = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+        for f in dataclasses.fields(TrialConfig):
+            if f.name in CONFIG_COLUMNS:
+                fields.append(pa.field(f.name, arrow[type(f.default)]))
+        _SCHEMA = pa.schema(fields)
+    return _SCHEMA
+
+
+# ------------------------------------------------------------------------------------
+def write_study_json(study_dir: Path, info: dict[str, Any]) -> Path:
+    path = Path(study_dir) / STUDY_FILE
+    tmp = path.with_name(f".{STUDY_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_study_json(study_dir: Path) -> dict[str, Any] | None:
+    path = Path(study_dir) / STUDY_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"{path} is not valid JSON ({err}); move it away or pick another --results."
+        ) from None
+
+
+# ------------------------------------------------------------------------------------
+class StudyLock:
+    """``fcntl.flock`` on ``<study_dir>/.lock``; the holder's PID is written into the file.
+
+    The kernel releases the lock when the holding process dies, so a lock file left by a
+    killed driver never blocks.
+    """
+
+    def __init__(self, study_dir: Path) -> None:
+        self.path = Path(study_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> StudyLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ServiceError(
+                f"another qsweep driver is running this study: lock file {self.path} is held by PID {holder}. "
+                "Wait for it to finish (or stop it), or pass a different --results directory."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StudyLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

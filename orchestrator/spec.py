@@ -1,0 +1,451 @@
+"""A study's search space, parsed once from YAML into a frozen, validated ``StudySpec``.
+
+    from orchestrator.spec import load_spec
+    spec = load_spec("search_spaces/quickstart.yaml")
+    for planned in spec.planned_trials():      # grid / DOE kinds
+        print(planned.trial_id, planned.config.qubits)
+
+Every error names the YAML key path, the value and what is allowed; a broken YAML file
+gives the file, line and parser message. Factor names are ``TrialConfig`` field names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model.config import DataConfig, TrialConfig
+from model.errors import ConfigError
+
+__all__ = [
+    "StudySpec",
+    "SearchSpec",
+    "PlannedTrial",
+    "load_spec",
+    "spec_from_dict",
+    "SEARCH_KINDS",
+    "METRICS",
+    "TRIAL_FIELDS",
+]
+
+SEARCH_KINDS = ("grid", "optuna", "full", "fracfact", "pb", "lhs")
+DOE_KINDS = ("full", "fracfact", "pb", "lhs")
+SAMPLERS = ("tpe", "random", "cmaes")
+# What fit() reports every epoch (and in its final summary); the search optimises one of them.
+METRICS = {"val_accuracy": "max", "val_loss": "min", "train_accuracy": "max", "train_loss": "min"}
+TOP_LEVEL = (
+    "name",
+    "description",
+    "data",
+    "encoder",
+    "fixed",
+    "trial",
+    "factors",
+    "search",
+    "seeds",
+    "metric",
+    "mode",
+    "early_stopping",
+    "resources",
+    "max_concurrent",
+    "retries",
+)
+TRIAL_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How points are chosen: ``grid`` (full factorial of the lists), ``optuna`` or a DOE kind."""
+
+    kind: str = "grid"
+    trials: int = 0  # optuna: number of suggestions
+    sampler: str = "tpe"  # optuna: tpe | random | cmaes
+    seed: int = 0  # optuna sampler seed / lhs seed
+    resolution: int | None = None  # fracfact
+    samples: int | None = None  # lhs
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "optuna":
+            out.update(trials=self.trials, sampler=self.sampler, seed=self.seed)
+        if self.kind == "fracfact":
+            out["resolution"] = self.resolution
+        if self.kind == "lhs":
+            out.update(samples=self.samples, seed=self.seed)
+        return out
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One point x seed of a grid/DOE study."""
+
+    trial_id: str  # p003_s1
+    point_id: str  # p003
+    seed: int
+    config: TrialConfig  # fixed + point + seed, validated
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    description: str
+    data: DataConfig
+    fixed: dict[str, Any]  # TrialConfig keys fixed for every trial (validated)
+    factors: dict[str, Any]  # name -> list of levels | {"low", "high", "log"}
+    search: SearchSpec
+    seeds: tuple[int, ...] = (0,)
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    early_stopping: dict[str, Any] | None = (
+        None  # {"kind": "asha", "grace_period", "reduction_factor"}
+    )
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    max_concurrent: int = 2
+    retries: int = 1
+    source: str = ""  # file the spec came from
+
+    # ---------------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> StudySpec:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_optuna(self) -> bool:
+        return self.search.kind == "optuna"
+
+    def points(self) -> list[dict[str, Any]]:
+        """Factor settings of every point (grid/DOE); empty for optuna."""
+        if self.search.kind == "grid":
+            names = list(self.factors)
+            combos = itertools.product(*(self.factors[n] for n in names))
+            return [dict(zip(names, combo, strict=True)) for combo in combos]
+        if self.search.kind in DOE_KINDS:
+            from orchestrator.design import design_points
+
+            return design_points(
+                dict(self.factors),
+                self.search.kind,
+                resolution=self.search.resolution,
+                samples=self.search.samples,
+                seed=self.search.seed,
+            )
+        return []
+
+    def planned_trials(self) -> list[PlannedTrial]:
+        """Every point x seed with a stable id; the order is the run order."""
+        out = []
+        for index, point in enumerate(self.points()):
+            point_id = f"p{index:03d}"
+            for seed in self.seeds:
+                values = {**self.fixed, **point, "seed": seed}
+                cfg = TrialConfig.from_dict(values, where=f"factors (point {point_id})")
+                out.append(PlannedTrial(f"{point_id}_s{seed}", point_id, seed, cfg))
+        return out
+
+    def n_trials(self) -> int:
+        if self.is_optuna:
+            return self.search.trials * len(self.seeds)
+        return len(self.points()) * len(self.seeds)
+
+    def trial_config(self, point: dict[str, Any], seed: int) -> TrialConfig:
+        return TrialConfig.from_dict({**self.fixed, **point, "seed": seed}, where="factors")
+
+    def study_dict(self) -> dict[str, Any]:
+        """The spec part of study.json (plain JSON types)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "factors": {
+                k: (list(v) if isinstance(v, list) else dict(v)) for k, v in self.factors.items()
+            },
+            "fixed": dict(self.fixed),
+            "search": self.search.to_dict(),
+            "seeds": list(self.seeds),
+            "metric": self.metric,
+            "mode": self.mode,
+            "data": self.data.to_dict(),
+        }
+
+
+# ------------------------------------------------------------------------------------
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a search-space YAML file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"search-space file {str(path)!r} does not exist.")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}:{where} is not valid YAML: {problem}.") from None
+    try:
+        return spec_from_dict(doc, source=str(path))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"a search space must be a YAML mapping, got {type(doc).__name__}.")
+    unknown = sorted(set(doc) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"unknown top-level key {unknown[0]!r}; allowed: {', '.join(TOP_LEVEL)}.")
+    name = doc.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(
+            f"name = {name!r} is not allowed; give a study name of letters, digits, '_', '.', '-' "
+            "(it becomes the directory results/<name>/)."
+        )
+    description = doc.get("description") or ""
+    if not isinstance(description, str):
+        raise ConfigError(f"description = {description!r} must be a string.")
+
+    data_values = dict(_mapping(doc, "data"))
+    if doc.get("encoder") is not None:
+        if "encoder" in data_values and data_values["encoder"] != doc["encoder"]:
+            raise ConfigError(
+                f"encoder = {doc['encoder']!r} contradicts data.encoder = {data_values['encoder']!r}; give one."
+            )
+        data_values["encoder"] = doc["encoder"]
+    data = DataConfig.from_dict(data_values, where="data")
+
+    if "fixed" in doc and "trial" in doc:
+        raise ConfigError("give either 'fixed' or 'trial' (the same thing), not both.")
+    fixed_key = "trial" if "trial" in doc else "fixed"
+    fixed = dict(_mapping(doc, fixed_key))
+    TrialConfig.from_dict(fixed, where=fixed_key)  # validates names and types
+
+    search = _search(_mapping(doc, "search") or {"kind": "grid"})
+    factors = _factors(_mapping(doc, "factors"), search.kind, fixed_key, set(fixed))
+
+    seeds_raw = doc.get("seeds", [0])
+    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
+        seeds_raw = [seeds_raw]
+    if (
+        not isinstance(seeds_raw, list)
+        or not seeds_raw
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_raw)
+        or len(set(seeds_raw)) != len(seeds_raw)
+    ):
+        raise ConfigError(
+            f"seeds = {seeds_raw!r} is not allowed; give a list of distinct integers >= 0, e.g. [0, 1, 2]."
+        )
+    if "seed" in factors or "seed" in fixed:
+        raise ConfigError(
+            "'seed' cannot be a factor or fixed setting; list the repeats under seeds: [0, 1, 2]."
+        )
+    if search.kind == "optuna" and len(seeds_raw) != 1:
+        raise ConfigError(
+            f"seeds = {seeds_raw!r}: an optuna search evaluates each suggestion once, so give one seed "
+            "(e.g. seeds: [0]); use a grid or DOE kind to repeat points over seeds."
+        )
+
+    metric = doc.get("metric", "val_accuracy")
+    if metric not in METRICS:
+        raise ConfigError(f"metric = {metric!r} is not allowed; allowed: {', '.join(METRICS)}.")
+    mode = doc.get("mode", METRICS[metric])
+    if mode not in ("max", "min"):
+        raise ConfigError(f"mode = {mode!r} is not allowed; allowed: max, min.")
+
+    spec = StudySpec(
+        name=name,
+        description=description,
+        data=data,
+        fixed=fixed,
+        factors=factors,
+        search=search,
+        seeds=tuple(seeds_raw),
+        metric=metric,
+        mode=mode,
+        early_stopping=_early_stopping(doc.get("early_stopping")),
+        resources=_resources(doc.get("resources")),
+        max_concurrent=_positive_int(doc.get("max_concurrent", 2), "max_concurrent", low=1),
+        retries=_positive_int(doc.get("retries", 1), "retries", low=0),
+        source=source,
+    )
+    if spec.search.kind != "optuna":
+        spec.planned_trials()  # validates every point (e.g. connectivity vs qubits) up front
+    return spec
+
+
+# ------------------------------------------------------------------------------------
+def _mapping(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} = {value!r} must be a mapping.")
+    return value
+
+
+def _positive_int(value: Any, key: str, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{key} = {value!r} is not allowed; give an integer >= {low}.")
+    return value
+
+
+def _search(values: dict[str, Any]) -> SearchSpec:
+    kind = values.get("kind", "grid")
+    if kind not in SEARCH_KINDS:
+        raise ConfigError(
+            f"search.kind = {kind!r} is not allowed; allowed: {', '.join(SEARCH_KINDS)}."
+        )
+    allowed = {
+        "grid": {"kind"},
+        "full": {"kind"},
+        "pb": {"kind"},
+        "optuna": {"kind", "trials", "sampler", "seed"},
+        "fracfact": {"kind", "resolution"},
+        "lhs": {"kind", "samples", "seed"},
+    }[kind]
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"search.{unknown[0]} is not a setting of search.kind {kind}; allowed: {', '.join(sorted(allowed))}."
+        )
+    seed = _positive_int(values.get("seed", 0), "search.seed", low=0)
+    if kind == "optuna":
+        sampler = values.get("sampler", "tpe")
+        if sampler not in SAMPLERS:
+            raise ConfigError(
+                f"search.sampler = {sampler!r} is not allowed; allowed: {', '.join(SAMPLERS)}."
+            )
+        if "trials" not in values:
+            raise ConfigError(
+                "search.trials is missing; an optuna search needs the number of trials, e.g. trials: 20."
+            )
+        trials = _positive_int(values["trials"], "search.trials", low=1)
+        return SearchSpec(kind=kind, trials=trials, sampler=sampler, seed=seed)
+    if kind == "fracfact":
+        resolution = _positive_int(values.get("resolution", 3), "search.resolution", low=3)
+        return SearchSpec(kind=kind, resolution=resolution)
+    if kind == "lhs":
+        if "samples" not in values:
+            raise ConfigError(
+                "search.samples is missing; an lhs design needs the number of points, e.g. samples: 12."
+            )
+        return SearchSpec(
+            kind=kind, samples=_positive_int(values["samples"], "search.samples", low=1), seed=seed
+        )
+    return SearchSpec(kind=kind)
+
+
+def _factors(values: dict[str, Any], kind: str, fixed_key: str, fixed: set[str]) -> dict[str, Any]:
+    defaults = TrialConfig()
+    out: dict[str, Any] = {}
+    for name, spec in values.items():
+        key = f"factors.{name}"
+        if name not in TRIAL_FIELDS:
+            raise ConfigError(
+                f"unknown factor {key}; allowed factors (TrialConfig fields): {', '.join(TRIAL_FIELDS)}."
+            )
+        if name in fixed:
+            raise ConfigError(
+                f"{name} is both in {fixed_key} and in factors; keep it in one place."
+            )
+        default = getattr(defaults, name)
+        if isinstance(spec, list):
+            if not spec:
+                raise ConfigError(f"{key} = [] has no levels; list at least one value.")
+            levels = [
+                TrialConfig.from_dict({name: v}, where="factors").to_dict()[name] for v in spec
+            ]
+            if len(set(map(repr, levels))) != len(levels):
+                raise ConfigError(f"{key} = {spec!r} repeats a level; list each level once.")
+            out[name] = levels
+        elif isinstance(spec, dict):
+            if kind not in ("optuna", "lhs"):
+                raise ConfigError(
+                    f"{key} = {spec!r} is a range; search.kind {kind} needs listed levels, e.g. [0.001, 0.01] "
+                    "(ranges are for kinds optuna and lhs)."
+                )
+            unknown = sorted(set(spec) - {"low", "high", "log"})
+            if unknown or "low" not in spec or "high" not in spec:
+                raise ConfigError(
+                    f"{key} = {spec!r} is not a range; give {{low: .., high: .., log: true|false}}."
+                )
+            if isinstance(default, bool) or not isinstance(default, (int, float)):
+                raise ConfigError(
+                    f"{key} is a {type(default).__name__} setting; a range needs a numeric one, give a list."
+                )
+            low = spec["low"]
+            high = spec["high"]
+            for bound, value in (("low", low), ("high", high)):
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not math.isfinite(value)
+                ):
+                    raise ConfigError(f"{key}.{bound} = {value!r} is not a number.")
+            if not low < high:
+                raise ConfigError(f"{key}: low = {low!r} must be < high = {high!r}.")
+            log = spec.get("log", False)
+            if not isinstance(log, bool):
+                raise ConfigError(f"{key}.log = {log!r} is not allowed; give true or false.")
+            if log and low <= 0:
+                raise ConfigError(f"{key}: a log range needs low > 0, got {low!r}.")
+            if isinstance(default, int):
+                low, high = int(math.ceil(low)), int(math.floor(high))
+            out[name] = {"low": low, "high": high, "log": log}
+        else:
+            raise ConfigError(
+                f"{key} = {spec!r} is not allowed; give a list of levels or a range {{low, high, log}}."
+            )
+    if kind == "optuna" and not out:
+        raise ConfigError("factors is empty; an optuna search needs at least one factor.")
+    return out
+
+
+def _early_stopping(value: Any) -> dict[str, Any] | None:
+    if value is None or value is False:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"early_stopping = {value!r} must be a mapping like {{kind: asha, grace_period: 10}}."
+        )
+    allowed = {"kind", "grace_period", "reduction_factor"}
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"early_stopping.{unknown[0]} is not allowed; allowed: {', '.join(sorted(allowed))}."
+        )
+    kind = value.get("kind", "asha")
+    if kind != "asha":
+        raise ConfigError(f"early_stopping.kind = {kind!r} is not allowed; allowed: asha.")
+    grace = _positive_int(value.get("grace_period", 10), "early_stopping.grace_period", low=1)
+    factor = value.get("reduction_factor", 3)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 1:
+        raise ConfigError(f"early_stopping.reduction_factor = {factor!r} must be a number > 1.")
+    return {"kind": "asha", "grace_period": grace, "reduction_factor": factor}
+
+
+def _resources(value: Any) -> dict[str, float]:
+    if value is None:
+        return {"cpu": 1.0, "gpu": 0.0}
+    if not isinstance(value, dict):
+        raise ConfigError(f"resources = {value!r} must be a mapping like {{cpu: 1, gpu: 0}}.")
+    unknown = sorted(set(value) - {"cpu", "gpu"})
+    if unknown:
+        raise ConfigError(f"resources.{unknown[0]} is not allowed; allowed: cpu, gpu.")
+    out = {}
+    for key, default, low_ok in (("cpu", 1.0, False), ("gpu", 0.0, True)):
+        v = value.get(key, default)
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or v < 0
+            or (v == 0 and not low_ok)
+        ):
+            allowed = ">= 0 (fractions allowed)" if low_ok else "> 0"
+            raise ConfigError(f"resources.{key} = {v!r} is not allowed; give a number {allowed}.")
+        out[key] = float(v)
+    return out
