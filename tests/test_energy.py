@@ -222,3 +222,5 @@ def test_cli_config_unknown_key_names_it(tmp_path, capsys):
     assert "reuplods" in capsys.readouterr().err
     assert main(["energy", "--set", "qubits"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["energy", "--set", "head=svc"]) == 2
+    assert "trial.head = 'svc'" in capsys.readouterr().err

@@ -127,7 +127,13 @@ def load_trial_config(path: str | None, overrides: list[str]):
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r} is not KEY=VALUE, e.g. --set reuploads=2.")
         values[key.strip()] = parse_value(value)
-    return TrialConfig.from_dict(values, where=where)
+    config = TrialConfig.from_dict(values, where=where)
+    if not config.is_quantum:
+        raise ConfigError(
+            f"{where}.head = {config.head!r} has no quantum circuit; energy estimates apply to "
+            "the heads with a PQC (quantum, mlp_encoder): drop it or add --set head=quantum."
+        )
+    return config
 
 
 def _read_trial_mapping(path: Path) -> tuple[dict[str, Any], str]:
