@@ -236,6 +236,26 @@ def test_incomplete_studies_report_what_they_cannot_estimate(tmp_path, variant, 
             {"learning_rate": {"low": 1e-4, "high": 1e-1, "log": True}, "qubits": [4, 6, 8]},
             search={"kind": "optuna", "trials": 30},
         )
+    elif variant == "fracfact":
+        from orchestrator.design import design_points
+
+        factors = {
+            "qubits": [4, 8],
+            "reuploads": [1, 4],
+            "main_layers": [1, 2],
+            "lr_decay": [0.99, 1.0],
+            "final_linear": [True, False],
+        }
+        points = design_points(factors, "fracfact", resolution=3)
+        rows = [
+            trial_row(i, s, 0.8 + 0.01 * (p["qubits"] == 8) + rng.normal(0, 0.002), **p)
+            for i, p in enumerate(points)
+            for s in range(2)
+        ]
+        write_study(d, rows, factors, search={"kind": "fracfact", "resolution": 3})
+        md = _md(build_report(d))
+        assert "aliased with other effects" in md  # interaction plots flagged as hints
+        assert "status failed" not in md
     elif variant == "tiny_fraction":
         rows = [
             trial_row(i, 0, 0.8 + 0.01 * i, qubits=q, reuploads=r)

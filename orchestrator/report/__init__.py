@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from model.errors import QsweepError
+from orchestrator.design import aliasing
 from orchestrator.report import effects, figures, views
 from orchestrator.report.render import FigureFile, Section, Table, write_report
 from orchestrator.report.study import StudyData, load_study, study_from_frame
@@ -67,6 +69,30 @@ def _design_section(study: StudyData) -> Section:
         section.tables.append(
             Table("Failed, stopped or unfinished trials", failed, "failed_trials.csv")
         )
+        n_stopped = int((study.table["status"] == "stopped").sum())
+        if n_stopped:
+            section.notes.append(
+                f"{n_stopped} trials were stopped early by the scheduler; like failed trials they "
+                "are left out of every estimate below (their metrics come from fewer epochs)."
+            )
+    incomplete = views.incomplete_points(study)
+    if len(incomplete):
+        section.tables.append(
+            Table(
+                "Points with fewer completed seeds than planned",
+                incomplete,
+                "incomplete_points.csv",
+            )
+        )
+    if search.get("kind") == "fracfact" and isinstance(study.meta.get("factors"), dict):
+        try:
+            lines = aliasing(study.meta["factors"], int(search.get("resolution") or 3))
+        except QsweepError as err:
+            section.notes.append(f"The alias structure could not be rebuilt from study.json: {err}")
+        else:
+            section.text.append(
+                "Alias structure of the fractional design: " + "; ".join(lines) + "."
+            )
     if study.completed.empty:
         section.notes.append(
             f"No completed trial has a {study.metric} value: nothing below can be estimated."

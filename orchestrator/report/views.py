@@ -29,6 +29,7 @@ __all__ = [
     "noise_by_qubits",
     "design_summary",
     "status_summary",
+    "incomplete_points",
 ]
 
 QUANTUM_HEADS = ("quantum", "mlp_encoder")
@@ -264,6 +265,29 @@ def status_summary(study: StudyData) -> tuple[dict[str, Any], pd.DataFrame]:
     if "error" in failed:
         failed["error"] = failed["error"].astype(str).str.slice(0, 160)
     return summary, failed.reset_index(drop=True)
+
+
+def incomplete_points(study: StudyData) -> pd.DataFrame:
+    """Design points (``point_id``) with fewer completed trials than planned seeds."""
+    seeds = study.meta.get("seeds")
+    table = study.table
+    cols = ["point_id", "completed", "planned_seeds", "statuses"]
+    if not isinstance(seeds, list) or "point_id" not in table or table.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for point, group in table.groupby("point_id", sort=True):
+        done = int((group["status"] == "completed").sum())
+        if done < len(seeds):
+            statuses = ", ".join(f"{k}: {v}" for k, v in group["status"].value_counts().items())
+            rows.append(
+                {
+                    "point_id": point,
+                    "completed": done,
+                    "planned_seeds": len(seeds),
+                    "statuses": statuses,
+                }
+            )
+    return pd.DataFrame(rows, columns=cols)
 
 
 # ------------------------------------------------------------------------------------
