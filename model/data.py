@@ -118,12 +118,17 @@ def _load_directory(root: Path) -> dict[str, Split]:
 def _read_file(path: Path) -> Split:
     """Read one split file; validate texts and labels. Row numbers in errors are 1-based data rows."""
     suffix = path.suffix
-    if suffix == ".jsonl":
-        columns, rows = _read_jsonl(path)
-    elif suffix == ".csv":
-        columns, rows = _read_csv(path)
-    else:
-        columns, rows = _read_parquet(path)
+    try:
+        if suffix == ".jsonl":
+            columns, rows = _read_jsonl(path)
+        elif suffix == ".csv":
+            columns, rows = _read_csv(path)
+        else:
+            columns, rows = _read_parquet(path)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: is not UTF-8 text ({err}); save it as UTF-8.") from None
+    except csv.Error as err:
+        raise DataError(f"{path}: is not valid CSV ({err}).") from None
     for name in ("text", "label"):
         if name not in columns:
             raise DataError(

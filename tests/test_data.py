@@ -171,6 +171,12 @@ def test_invalid_json_line(local_dir: Path) -> None:
         load_labelled(str(local_dir))
 
 
+def test_non_utf8_file(local_dir: Path) -> None:
+    (local_dir / "test.jsonl").write_bytes('{"text": "caf\u00e9", "label": 1}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"test\.jsonl: is not UTF-8 text"):
+        load_labelled(str(local_dir))
+
+
 # --- hub ---------------------------------------------------------------------------------------
 def test_hub_declared_offline_fails_with_local_data_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
