@@ -221,6 +221,24 @@ def test_hub_encoder_offline_fails_fast_with_local_hint(
     assert "assemble-mpnet.sh" in message
 
 
+def test_hub_name_already_in_local_hf_cache_works_offline(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference
+) -> None:
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--qsweep-tests--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny, repo / "snapshots" / commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    x = emb.embed_texts(TEXTS, "qsweep-tests/tiny", cache_dir=tmp_path / "cache", progress=False)
+    np.testing.assert_allclose(x, reference(TEXTS), rtol=1e-5, atol=1e-5)
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert entry.name.startswith("qsweep-tests-tiny-")
+
+
 @pytest.mark.slow
 def test_minilm_package_model(tmp_path: Path) -> None:
     try:
