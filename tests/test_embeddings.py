@@ -64,8 +64,11 @@ class LoadSpy:
         return Wrapped()
 
 
-def test_shape_dtype_and_values_match_the_model(tiny: Path, tmp_path: Path, reference) -> None:
-    x = emb.embed_texts(TEXTS, str(tiny), cache_dir=tmp_path, progress=False)
+def test_shape_dtype_and_values_match_the_model(
+    tiny: Path, tmp_path: Path, reference, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = emb.embed_texts(TEXTS, str(tiny), cache_dir=tmp_path, progress=True)
+    assert "embedding with" in capsys.readouterr().err  # tqdm bar on stderr
     assert x.shape == (len(TEXTS), TINY_DIM) and x.dtype == np.float32
     np.testing.assert_allclose(x, reference(TEXTS), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(x[0], x[4])
