@@ -7,7 +7,8 @@
 Embeddings are computed once on the driver and shared with every trial through the
 object store (``tune.with_parameters``). Each trial is a plain function wrapping
 ``model.training.fit``; it reports every epoch (so ASHA can stop it) and a final
-summary. A driver-side ``Callback`` writes ``trials.parquet`` rows and MLflow runs as
+summary. Test hooks: ``QSWEEP_FIT=module:function`` replaces ``fit`` and
+``QSWEEP_TEST_DATA=module:function`` supplies the EmbeddedSplits. A driver-side ``Callback`` writes ``trials.parquet`` rows and MLflow runs as
 trials end. Failed trials are retried in the trial (``retries``) and then recorded with
 their error; SIGTERM / SIGUSR1 stop the study gracefully (``outcome.interrupted``).
 """
@@ -448,6 +449,8 @@ def run_study(
             outcome.wall_time_s = time.monotonic() - t0
             return outcome
 
+        if data is None and os.environ.get("QSWEEP_TEST_DATA"):  # test hook: "module:function"
+            data = _resolve_fit(os.environ["QSWEEP_TEST_DATA"])()
         if data is None:
             from model.embeddings import load_and_embed
 

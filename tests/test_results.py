@@ -1,0 +1,190 @@
+"""trials.parquet, study.json, the study lock and the progress line (no Ray, no MLflow)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import signal
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from model.config import TrialConfig
+from model.errors import ServiceError
+from orchestrator.progress import Progress, format_duration
+from orchestrator.results import (
+    RESULT_COLUMNS,
+    ResultsTable,
+    StudyLock,
+    read_study_json,
+    write_study_json,
+)
+
+
+def row(trial_id: str, status: str = "completed", **extra):
+    cfg = TrialConfig(qubits=5, learning_rate=0.01).to_dict()
+    cfg.pop("seed")
+    return {
+        **cfg,
+        "trial_id": trial_id,
+        "point_id": trial_id[:4],
+        "seed": 0,
+        "status": status,
+        **extra,
+    }
+
+
+def test_table_columns_roundtrip_and_replace(tmp_path):
+    path = tmp_path / "trials.parquet"
+    table = ResultsTable(path, study="s")
+    table.add(row("p000_s0", val_accuracy=0.75, n_params=12, attempts=1))
+    table.add(row("p001_s0", status="failed", error="boom", attempts=2))
+    table.add(row("p000_s0", val_accuracy=0.8, n_params=12, attempts=1))  # same trial: replaced
+    arrow = pq.read_table(path)
+    names = arrow.column_names
+    assert names[: len(RESULT_COLUMNS)] == list(RESULT_COLUMNS)
+    expected_config = {f.name for f in dataclasses.fields(TrialConfig)} - {"seed", "device"}
+    assert expected_config <= set(names)
+    rows = {r["trial_id"]: r for r in arrow.to_pylist()}
+    assert set(rows) == {"p000_s0", "p001_s0"}
+    assert rows["p000_s0"]["val_accuracy"] == 0.8 and rows["p000_s0"]["study"] == "s"
+    assert rows["p001_s0"]["error"] == "boom" and rows["p001_s0"]["val_accuracy"] is None
+    assert rows["p000_s0"]["qubits"] == 5 and rows["p000_s0"]["final_linear"] is True
+    # reopening sees the same rows and done ids; no temp files left behind
+    again = ResultsTable(path, study="s")
+    assert again.done_ids() == {"p000_s0", "p001_s0"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trials.parquet"]
+    df = again.to_pandas()
+    assert list(df.columns) == names and len(df) == 2
+
+
+def test_table_rejects_non_final_status(tmp_path):
+    with pytest.raises(ValueError):
+        ResultsTable(tmp_path / "t.parquet", study="s").add(row("x", status="running"))
+
+
+def test_empty_table_has_schema(tmp_path):
+    table = ResultsTable(tmp_path / "t.parquet", study="s")
+    table.write()
+    assert pq.read_table(tmp_path / "t.parquet").num_rows == 0
+    assert "qubits" in pq.read_table(tmp_path / "t.parquet").column_names
+
+
+def test_study_json_roundtrip(tmp_path):
+    write_study_json(tmp_path, {"name": "s", "n_trials_planned": 3})
+    assert read_study_json(tmp_path) == {"name": "s", "n_trials_planned": 3}
+    assert read_study_json(tmp_path / "missing") is None
+
+
+# --- lock ---------------------------------------------------------------------------
+HOLD = """
+import sys, time
+from pathlib import Path
+from orchestrator.results import StudyLock
+lock = StudyLock(Path(sys.argv[1])).acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def _holder(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_holder_is_refused_with_pid_and_file(tmp_path):
+    proc = _holder(tmp_path)
+    try:
+        with pytest.raises(ServiceError) as err:
+            StudyLock(tmp_path).acquire()
+        message = str(err.value)
+        assert str(tmp_path / ".lock") in message and f"PID {proc.pid}" in message
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_lock_of_a_killed_process_does_not_block(tmp_path):
+    proc = _holder(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / ".lock").exists()
+    with StudyLock(tmp_path):
+        assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    with StudyLock(tmp_path):  # released on exit, so it can be taken again
+        pass
+
+
+def test_run_refuses_a_locked_study(tmp_path, capsys):
+    from orchestrator.cli import main
+
+    space = tmp_path / "s.yaml"
+    space.write_text("name: s\nfixed: {epochs: 1}\nfactors: {qubits: [4]}\n")
+    study = tmp_path / "study"
+    proc = _holder(study)
+    try:
+        assert main(["run", str(space), "--results", str(study)]) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    err = capsys.readouterr().err
+    assert str(study / ".lock") in err and f"PID {proc.pid}" in err
+
+
+# --- progress -----------------------------------------------------------------------
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_progress_counts_best_and_remaining():
+    clock, out = Clock(), io.StringIO()
+    p = Progress(
+        "s",
+        6,
+        metric="val_accuracy",
+        mode="max",
+        concurrency=2,
+        stream=out,
+        clock=clock,
+        interval_s=1e9,
+    )
+    p.started("a")
+    p.started("b")
+    clock.t = 10.0
+    p.finished("a", "completed", 0.7, 10.0)
+    p.finished("b", "failed", None, 20.0)
+    p.started("c")
+    clock.t = 25.0
+    p.finished("c", "completed", 0.9, 15.0)
+    line = p.line()
+    assert "3/6 done" in line and "1 failed" in line and "0 running" in line
+    assert "best val_accuracy 0.9000 (c)" in line
+    # mean 15 s x 3 left / 2 concurrent = 22.5 s
+    assert p.remaining_s() == pytest.approx(15.0 * 3 / 2)
+    assert "25s elapsed" in line and "~22s left" in line  # 22.5 rounds half to even
+    # the first start prints at once, later starts are throttled, every finish prints
+    assert len(out.getvalue().splitlines()) == 1 + 3
+
+
+def test_progress_min_mode_and_resume_offset():
+    p = Progress(
+        "s", 4, metric="val_loss", mode="min", concurrency=1, already_done=2, stream=io.StringIO()
+    )
+    p.finished("x", "completed", 0.5, 1.0)
+    p.finished("y", "stopped", 0.3, 1.0)
+    assert p.best == (0.3, "y")
+    assert "4/4 done" in p.line() and "2 from before" in p.line() and "1 stopped early" in p.line()
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (5, 65, 3700)] == ["5s", "1m05s", "1h01m"]
