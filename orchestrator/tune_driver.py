@@ -28,9 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import ray
-from ray import tune
-from ray.tune import Callback, RunConfig, Stopper, TuneConfig, Tuner
+os.environ.setdefault(
+    "RAY_AIR_NEW_OUTPUT", "0"
+)  # no experiment banner; qsweep prints its own progress
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune import Callback, RunConfig, Stopper, TuneConfig, Tuner  # noqa: E402
 
 from model.config import TrialConfig
 from model.errors import ConfigError, ServiceError
