@@ -1,0 +1,192 @@
+"""``qsweep run`` as a real process: SIGKILL + --resume, graceful SIGTERM/SIGUSR1 (exit 75),
+two studies side by side. Trials use the fake fit and tiny data through the test hooks
+QSWEEP_FIT / QSWEEP_TEST_DATA; everything else (Ray, MLflow sqlite, Parquet) is real.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from model.config import TrialConfig
+from tests.test_sweep_fakes import expected_val
+
+ROOT = Path(__file__).resolve().parents[1]
+QSWEEP = [sys.executable, "-m", "orchestrator.cli"]
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def write_space(path: Path, name: str, qubits: list[int], epochs: int = 4) -> Path:
+    doc = {
+        "name": name,
+        "data": {"source": "demo", "encoder": "minilm"},
+        "fixed": {"epochs": epochs},
+        "factors": {"qubits": qubits, "learning_rate": [0.001, 0.002]},
+        "max_concurrent": 2,
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def env(epoch_s: float) -> dict[str, str]:
+    out = dict(os.environ)
+    out.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        QSWEEP_FIT="tests.test_sweep_fakes:fake_fit",
+        QSWEEP_TEST_DATA="tests.test_sweep_fakes:tiny_data",
+        QSWEEP_FAKE_EPOCH_S=str(epoch_s),
+        RAY_AUTH_MODE="disabled",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    return out
+
+
+def start(space: Path, results: Path, *extra: str, epoch_s: float = 0.3) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*QSWEEP, "run", str(space), "--results", str(results), *extra],
+        cwd=ROOT,
+        env=env(epoch_s),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: Ray's processes can be cleaned up by pgid
+    )
+
+
+def rows(results: Path) -> list[dict]:
+    path = results / "trials.parquet"
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+def wait_for_rows(proc: subprocess.Popen, results: Path, n: int, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(rows(results)) >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"driver exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"no {n} rows in {results} after {timeout} s")
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def check_complete(results: Path, name: str, n: int) -> None:
+    table = rows(results)
+    ids = [r["trial_id"] for r in table]
+    assert len(ids) == len(set(ids)) == n
+    for r in table:
+        assert r["status"] == "completed"
+        cfg = TrialConfig(
+            qubits=r["qubits"], learning_rate=r["learning_rate"], epochs=r["epochs"], seed=r["seed"]
+        )
+        assert r["val_accuracy"] == pytest.approx(expected_val(cfg))
+    from orchestrator.tracking import default_tracking_uri, load_trial_runs
+
+    runs = load_trial_runs(default_tracking_uri(results), name)
+    assert sorted(runs.trial_id) == sorted(ids)  # one run per trial: no duplicates, none missing
+    assert (runs.status == "completed").all()
+
+
+def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
+    space = write_space(tmp_path / "kill.yaml", "kill", [4, 5, 6])
+    results = tmp_path / "kill"
+    proc = start(space, results)
+    try:
+        wait_for_rows(proc, results, 1)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver dies without any cleanup
+        proc.wait(timeout=30)
+    finally:
+        kill_group(proc)  # and its local Ray with it, as on a reboot
+    before = {r["trial_id"]: r for r in rows(results)}
+    assert 1 <= len(before) < 6
+
+    refused = subprocess.run(
+        [*QSWEEP, "run", str(space), "--results", str(results)],
+        cwd=ROOT,
+        env=env(0.01),
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    done = subprocess.run(
+        [*QSWEEP, "run", str(space), "--results", str(results), "--resume"],
+        cwd=ROOT,
+        env=env(0.05),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_complete(results, "kill", 6)
+    after = {r["trial_id"]: r for r in rows(results)}
+    for tid, r in before.items():  # finished trials were not run again
+        assert after[tid]["finished_at"] == r["finished_at"]
+
+
+def test_sigterm_stops_gracefully_with_75_and_resumes(tmp_path):
+    space = write_space(tmp_path / "term.yaml", "term", [4, 5, 6, 7])
+    results = tmp_path / "term"
+    proc = start(space, results, epoch_s=0.5)
+    try:
+        wait_for_rows(proc, results, 1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 75, err[-3000:]
+    assert "interrupted; rerun with --resume" in err
+    partial = rows(results)
+    assert 1 <= len(partial) < 8 and all(r["status"] == "completed" for r in partial)
+
+    done = subprocess.run(
+        [*QSWEEP, "run", str(space), "--results", str(results), "--resume"],
+        cwd=ROOT,
+        env=env(0.05),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_complete(results, "term", 8)
+
+
+def test_sigusr1_and_two_studies_side_by_side(tmp_path):
+    a_space = write_space(tmp_path / "a.yaml", "alpha", [4, 5, 6, 7])
+    b_space = write_space(tmp_path / "b.yaml", "beta", [4], epochs=2)
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a = start(a_space, a_dir, "--max-concurrent", "1", epoch_s=0.5)
+    b = start(b_space, b_dir, "--max-concurrent", "1", epoch_s=0.05)
+    try:
+        wait_for_rows(a, a_dir, 1)
+        a.send_signal(signal.SIGUSR1)
+        _, a_err = a.communicate(timeout=120)
+        _, b_err = b.communicate(timeout=300)
+    finally:
+        kill_group(a)
+        kill_group(b)
+    assert a.returncode == 75 and "interrupted; rerun with --resume" in a_err, a_err[-3000:]
+    assert len(rows(a_dir)) < 8
+    assert b.returncode == 0, b_err[-3000:]
+    check_complete(b_dir, "beta", 2)
+    assert "[beta]" in b_err and "2/2 done" in b_err  # the progress line a person follows
+    # each study has its own store: no alpha runs in beta's db
+    from orchestrator.tracking import default_tracking_uri, load_trial_runs
+
+    assert load_trial_runs(default_tracking_uri(b_dir), "alpha").empty

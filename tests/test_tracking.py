@@ -1,0 +1,106 @@
+"""orchestrator.tracking on an embedded sqlite store (no server, no Ray)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from model.config import TrialConfig
+from model.errors import ServiceError
+from orchestrator.cli import main
+from orchestrator.tracking import (
+    TrialLogger,
+    check_tracking_uri,
+    default_tracking_uri,
+    load_trial_runs,
+    log_study_artifacts,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_default_uri_is_absolute_sqlite(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert default_tracking_uri(Path("results/s")) == f"sqlite:///{tmp_path}/results/s/mlflow.db"
+
+
+def test_unreachable_server_fails_before_any_trial(tmp_path, capsys):
+    space = tmp_path / "s.yaml"
+    space.write_text("name: s\nfixed: {epochs: 1}\nfactors: {qubits: [4]}\n")
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    code = main(["run", str(space), "--results", str(tmp_path / "r"), "--mlflow-uri", uri])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert uri in err and "unreachable" in err
+    assert not (tmp_path / "r" / "trials.parquet").exists()
+    assert time.monotonic() - start < 60  # did not wait for Ray or data (loose sanity bound)
+    with pytest.raises(ServiceError, match="not a tracking URI"):
+        check_tracking_uri("ftp://x")
+
+
+def test_logger_roundtrip_replace_and_reconcile(tmp_path):
+    uri = default_tracking_uri(tmp_path)
+    logger = TrialLogger(uri, "study")
+    params = TrialConfig(qubits=5).to_dict()
+    logger.start("p000_s0", point_id="p000", seed=0, params=params)
+    logger.log_epoch("p000_s0", {"epoch": 1, "val_accuracy": 0.6, "lr": 0.01}, step=1)
+    # a restarted trial (e.g. after a driver crash) replaces its unfinished run
+    logger.start("p000_s0", point_id="p000", seed=0, params=params)
+    row = {k: v for k, v in params.items() if k != "seed"}
+    row.update(
+        trial_id="p000_s0",
+        point_id="p000",
+        seed=0,
+        status="completed",
+        val_accuracy=0.7,
+        test_accuracy=0.65,
+        n_params=11,
+    )
+    logger.finish("p000_s0", row)
+    failed = dict(
+        row,
+        trial_id="p001_s0",
+        point_id="p001",
+        status="failed",
+        error="RuntimeError: x",
+        val_accuracy=None,
+    )
+    # a row in the table without a run (driver killed between table and MLflow) is reconciled
+    assert TrialLogger(uri, "study").reconcile([row, failed]) == 1
+    df = load_trial_runs(uri, "study").set_index("trial_id")
+    assert sorted(df.index) == ["p000_s0", "p001_s0"]
+    assert (
+        df.loc["p000_s0", "val_accuracy"] == pytest.approx(0.7) and df.loc["p000_s0", "qubits"] == 5
+    )
+    assert (
+        df.loc["p001_s0", "status"] == "failed" and df.loc["p001_s0", "error"] == "RuntimeError: x"
+    )
+    assert df.loc["p000_s0", "final_linear"] is True or df.loc["p000_s0", "final_linear"] == True  # noqa: E712
+    # artifacts land beside the db, not in the working directory
+    assert not Path("mlruns").exists() or Path("mlruns").resolve().parent != tmp_path
+
+
+def test_log_study_artifacts_reuses_the_report_run(tmp_path):
+    uri = default_tracking_uri(tmp_path)
+    report = tmp_path / "report.md"
+    report.write_text("# report\n")
+    first = log_study_artifacts(uri, "study", [report], tags={"qsweep.n_trials": 3})
+    second = log_study_artifacts(uri, "study", [report])
+    assert first == second
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(first)
+    assert run.data.tags["qsweep.kind"] == "report" and run.data.tags["qsweep.n_trials"] == "3"
+    assert [a.path for a in client.list_artifacts(first)] == ["report.md"]
+    assert (tmp_path / "mlartifacts").is_dir()
+    assert load_trial_runs(uri, "study").empty  # the report run is not a trial
+    assert load_trial_runs(uri, "no_such_study").empty
