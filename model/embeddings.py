@@ -165,7 +165,8 @@ class _Encoder:
         if reason:
             raise EncoderError(
                 f"sentence encoder {self.identity!r} is not in the local Hugging Face cache and cannot "
-                f"be downloaded: {reason}. {ENCODER_HINT}"
+                f"be downloaded: {reason}. {ENCODER_HINT} (No local directory named "
+                f"{self.identity!r} exists either.)"
             )
         self.model = _load_model(self.identity, self.device)
         self.directory = _hub_snapshot(self.identity)
