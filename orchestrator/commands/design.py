@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     table = pd.DataFrame(points, columns=list(factors))
     table.insert(0, "run", range(1, len(table) + 1))
     detail = {"fracfact": f", resolution {resolution}", "lhs": f", {samples} samples, seed {seed}"}
-    print(f"{kind} design{detail.get(kind, '')}: {len(table)} runs, {len(factors)} factors")
+    noun = "factor" if len(factors) == 1 else "factors"
+    print(f"{kind} design{detail.get(kind, '')}: {len(table)} runs, {len(factors)} {noun}")
     print(_text_table(table))
     if kind == "fracfact":
         print()

@@ -210,7 +210,14 @@ def _paper_section(study: StudyData) -> Section:
             )
         )
     else:
-        section.notes.append("qubits does not vary among the quantum trials: no per-qubit view.")
+        section.notes.append(
+            "No per-qubit view: "
+            + (
+                "there are no completed quantum-head trials."
+                if quantum.empty
+                else "qubits does not vary among the quantum trials."
+            )
+        )
     table, notes = views.model_comparison(data, metric)
     section.text.append(
         f"Maximum {metric} per head family (quantum families per qubit count) with the parameter "
