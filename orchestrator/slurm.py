@@ -302,7 +302,8 @@ def _start_mlflow(o: SlurmOptions) -> str:
 
 
 def _driver_args(o: SlurmOptions) -> str:
-    args: list[str] = ["--results", _q(o.results_dir)]
+    # `qsweep run --results` names the study directory itself.
+    args: list[str] = ["--results", '"$STUDY_DIR"']
     if o.data:
         args += ["--data", _q(o.data)]
     if o.encoder:

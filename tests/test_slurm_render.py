@@ -305,8 +305,9 @@ def test_script_starts_head_with_job_ports_and_runs_driver(tmp_path: Path) -> No
     driver = shlex.split((log / "driver_args").read_text())
     assert driver[:2] == ["run", str(tmp_path / "study.yaml")]
     assert driver[driver.index("--address") + 1] == f"127.0.0.1:{port}"
+    # `qsweep run --results` is the study directory: <results root>/<study name>
     assert "--resume" in driver and driver[driver.index("--results") + 1] == str(
-        tmp_path / "results"
+        tmp_path / "results" / "fake"
     )
     env = dict(
         line.split("=", 1) for line in (log / "driver_env").read_text().splitlines() if "=" in line
