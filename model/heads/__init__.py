@@ -1,1 +1,2 @@
-"""Classification heads on frozen sentence embeddings: quantum, classical (MLP) and scikit-learn baselines."""
+"""Classification heads on frozen sentence embeddings: quantum (``quantum.py``), MLP and
+MLP-encoder heads (``classical.py``), scikit-learn baselines (``baselines.py``)."""

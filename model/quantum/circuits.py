@@ -1,0 +1,253 @@
+"""Circuit descriptions (ansatz) built from a TrialConfig, and their compiled simulator.
+
+Architecture
+------------
+A **trainable layer** is one rotation per qubit -- ``Rot(phi, theta, omega)`` (3 params,
+complex) or ``RY(theta)`` (1 param, real fast path) -- followed by an **entangling block**:
+``CNOT(i -> (i + C) mod q)`` for ``i = 0 .. q-1`` in that order (``C`` = connectivity).
+For q = 1 there is no entangler; for q = 2 the block is CNOT(0->1) then CNOT(1->0).
+Example, q = 4, C = 1 (a ring) and C = 2 (long range)::
+
+    C=1:  q0 --*-----------X--       C=2:  q0 --*-----X-------
+    .           |           |                   |     |
+          q1 --X--*---------|--             q1 --|--*--|--X----
+                  |         |                   |  |  |  |
+          q2 -----X--*------|--             q2 --X--|--*--|----
+                     |      |                      |     |
+          q3 --------X------*--             q3 -----X-----*----
+
+* **sQE** (simulated quantum encoder): amplitude-encode the embedding on q qubits,
+  ``encoder_layers`` trainable layers, exact Pauli-Z of every qubit -> latent (B, q).
+* **PQC**: for r in 1..R: angle-encode the latent (``RY(input_scale * z_j)`` on qubit j),
+  then N trainable layers; then M trainable main layers; Pauli-Z of every qubit.
+
+Compilation: the rotations of a layer are fused into Kronecker blocks of at most
+``block`` qubits (one matmul each); an angle-encoding layer followed directly by a
+rotation layer is fused into one per-sample layer (when there is no gate noise); every
+entangling block is one precomputed permutation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from model.config import TrialConfig
+from model.quantum import noise as qnoise
+from model.quantum.encoding import angle_matrices
+from model.quantum.gates import rot_matrix, ry_matrix_real
+from model.quantum.statevector import (
+    apply_matrix,
+    apply_permutation,
+    block_bounds,
+    cnot_permutation,
+    kron_block,
+)
+
+__all__ = [
+    "Op",
+    "CircuitSpec",
+    "entangler_pairs",
+    "sqe_spec",
+    "pqc_spec",
+    "params_per_rotation",
+    "layer_matrices",
+    "CircuitRunner",
+]
+
+ENCODE, ROTATE, ENTANGLE = "encode", "rotate", "entangle"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One step of a circuit: ``encode`` (RY(input_scale * z_j) on every qubit),
+    ``rotate`` (trainable layer ``index``: one rotation per qubit) or ``entangle``."""
+
+    kind: str
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class CircuitSpec:
+    n_qubits: int
+    rotation: str  # "rot" | "ry"
+    connectivity: int
+    ops: tuple[Op, ...]
+
+    @property
+    def n_layers(self) -> int:
+        return sum(op.kind == ROTATE for op in self.ops)
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        return entangler_pairs(self.n_qubits, self.connectivity)
+
+    @property
+    def is_real(self) -> bool:
+        return self.rotation == "ry"
+
+    def describe(self) -> str:
+        """One line per op, e.g. ``rotate[0] rot x10 / entangle C=1``."""
+        names = {ENCODE: "encode RY(s*z)", ENTANGLE: f"entangle C={self.connectivity}"}
+        return "\n".join(
+            names.get(op.kind, f"rotate[{op.index}] {self.rotation}") for op in self.ops
+        )
+
+
+def entangler_pairs(n: int, connectivity: int) -> list[tuple[int, int]]:
+    """CNOT pairs ``(i, (i + C) mod n)`` for i = 0..n-1; empty for n = 1."""
+    if n == 1:
+        return []
+    return [(i, (i + connectivity) % n) for i in range(n)]
+
+
+def _trainable(index: int) -> list[Op]:
+    return [Op(ROTATE, index), Op(ENTANGLE)]
+
+
+def sqe_spec(config: TrialConfig) -> CircuitSpec:
+    """``encoder_layers`` trainable layers (the amplitude-encoded state is the input)."""
+    ops = [op for i in range(config.encoder_layers) for op in _trainable(i)]
+    return CircuitSpec(config.qubits, config.rotation, config.connectivity, tuple(ops))
+
+
+def pqc_spec(config: TrialConfig) -> CircuitSpec:
+    """R x (encode, N trainable layers), then M trainable layers."""
+    ops: list[Op] = []
+    layer = 0
+    for _ in range(config.reuploads):
+        ops.append(Op(ENCODE))
+        for _ in range(config.reupload_layers):
+            ops += _trainable(layer)
+            layer += 1
+    for _ in range(config.main_layers):
+        ops += _trainable(layer)
+        layer += 1
+    return CircuitSpec(config.qubits, config.rotation, config.connectivity, tuple(ops))
+
+
+def params_per_rotation(rotation: str) -> int:
+    return 3 if rotation == "rot" else 1
+
+
+def default_block(n: int) -> int:
+    """Kronecker block size (qubits per fused matrix); measured by model/quantum/benchmark.py."""
+    return 4
+
+
+def init_weights(shape: tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
+    """Rotation angles initialised uniformly in [0, 2*pi)."""
+    return torch.rand(shape, generator=generator) * (2 * math.pi)
+
+
+def layer_matrices(weights: Tensor, rotation: str) -> Tensor:
+    """``(..., q, P) -> (..., q, 2, 2)``: Rot (complex, P=3) or real RY (P=1)."""
+    if rotation == "rot":
+        return rot_matrix(weights[..., 0], weights[..., 1], weights[..., 2])
+    return ry_matrix_real(weights[..., 0])
+
+
+class CircuitRunner(nn.Module):
+    """Simulates a CircuitSpec on a batch of states (no parameters; index buffers only).
+
+    ``forward(state, weights, z=None, input_scale=pi, p1=0, p2=0)``:
+    state ``(*batch, 2**q)``; weights ``(L, *wb, q, P)`` with ``wb`` broadcastable to the
+    state's batch (``()`` for a shared circuit, ``(E,)`` for E encoders on a ``(B, E, .)``
+    state); z ``(B, q)`` latent for ``encode`` ops. Returns the final state.
+    With p1 or p2 > 0 every sample follows its own Pauli trajectory.
+    """
+
+    def __init__(self, spec: CircuitSpec, *, block: int | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.block = default_block(spec.n_qubits) if block is None else block
+        self.bounds = block_bounds(spec.n_qubits, self.block)
+        perm = cnot_permutation(spec.pairs, spec.n_qubits)
+        self.register_buffer("perm", perm, persistent=False)
+        self.register_buffer("inverse", torch.argsort(perm), persistent=False)
+        # layers fused with the encode op right before them (used when noise is off)
+        ops = spec.ops
+        self.fused = {
+            ops[i + 1].index
+            for i in range(len(ops) - 1)
+            if ops[i].kind == ENCODE and ops[i + 1].kind == ROTATE
+        }
+
+    def _layer_blocks(self, mats: Tensor) -> list[list[tuple[int, Tensor]]]:
+        """``(L, ..., q, 2, 2)`` -> per layer [(first qubit, (..., K, K)), ...] Kronecker blocks."""
+        sizes = [size for _, size in self.bounds]
+        per_block = [
+            kron_block(part).unbind(0) if part.shape[-3] > 1 else part[..., 0, :, :].unbind(0)
+            for part in mats.split(sizes, dim=-3)
+        ]
+        firsts = [first for first, _ in self.bounds]
+        return [list(zip(firsts, blocks, strict=True)) for blocks in zip(*per_block, strict=True)]
+
+    def _entangle(self, state: Tensor) -> Tensor:
+        if self.spec.n_qubits == 1:
+            return state
+        return apply_permutation(state, self.perm, self.inverse)
+
+    def forward(
+        self,
+        state: Tensor,
+        weights: Tensor,
+        z: Tensor | None = None,
+        *,
+        input_scale: float = math.pi,
+        p1: float = 0.0,
+        p2: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        spec, n = self.spec, self.spec.n_qubits
+        noisy = p1 > 0 or p2 > 0
+        mats = layer_matrices(weights, spec.rotation)  # (L, *wb, q, 2, 2)
+        if spec.is_real is False and not state.is_complex():
+            state = state.to(mats.dtype)  # static dtype decision: complex from the start
+        enc = angle_matrices(z, input_scale) if z is not None else None  # (B, q, 2, 2) real
+        layers = self._layer_blocks(mats) if mats.shape[0] else []
+        # the latent is the same at every re-upload: build its per-sample blocks once
+        enc_blocks = self._layer_blocks(enc.unsqueeze(0))[0] if enc is not None else []
+        if state.is_complex():
+            enc_blocks = [(first, m.to(state.dtype)) for first, m in enc_blocks]
+
+        x_bits = z_bits = None  # pending Pauli frame (noisy path)
+        batch = state.shape[:-1]
+        ops = spec.ops
+        for pos, op in enumerate(ops):
+            if op.kind == ENCODE:
+                if enc is None:
+                    raise ValueError("this circuit has encode ops but no latent z was given")
+                if x_bits is not None:
+                    state = qnoise.apply_pauli_frame(state, x_bits, z_bits)
+                for first, m in enc_blocks:
+                    state = apply_matrix(state, m, first, n)
+                if noisy:
+                    x_bits, z_bits = qnoise.sample_1q_depolarizing(
+                        batch, n, p1, device=state.device, generator=generator
+                    )
+            elif op.kind == ROTATE:
+                if x_bits is not None:
+                    state = qnoise.apply_pauli_frame(state, x_bits, z_bits)
+                    x_bits = z_bits = None
+                for first, m in layers[op.index]:
+                    state = apply_matrix(state, m, first, n)
+                if noisy:
+                    x_bits, z_bits = qnoise.sample_1q_depolarizing(
+                        batch, n, p1, device=state.device, generator=generator
+                    )
+            else:  # entangle
+                state = self._entangle(state)
+                if noisy and n > 1:
+                    if x_bits is None:
+                        x_bits = torch.zeros(*batch, n, dtype=torch.bool, device=state.device)
+                        z_bits = torch.zeros_like(x_bits)
+                    x_bits, z_bits = qnoise.propagate_block(
+                        x_bits, z_bits, spec.pairs, p2, generator=generator
+                    )
+        if x_bits is not None:
+            state = qnoise.apply_pauli_frame(state, x_bits, z_bits)
+        return state

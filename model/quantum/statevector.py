@@ -1,0 +1,216 @@
+"""Batched statevector simulation in plain torch (autograd, CPU and CUDA).
+
+Conventions
+-----------
+* A state is a tensor ``(*batch, 2**n)`` (``batch`` is usually ``(B,)`` or ``(B, E)``),
+  real (float32/64, the *real fast path*) or complex (complex64/128). Device and dtype
+  follow the inputs; nothing is hard-coded to the CPU.
+* **Qubit 0 is the most significant bit** of the basis index: basis state ``|b0 b1 .. b_{n-1}>``
+  has index ``sum_k b_k 2**(n-1-k)``. The QASM export (``q[k]``) and the ``{"z": [...]}``
+  lists use the same qubit order.
+* A matrix on a contiguous block of ``k`` qubits starting at qubit ``f`` is applied by
+  viewing the state as ``(*batch, 2**f, 2**k, 2**(n-f-k))`` and calling one broadcast
+  ``torch.matmul`` -- no permute, no copy of the state.
+* A block of CNOTs is one fixed permutation of basis indices (precomputed once, applied
+  with one ``index_select``; its backward is the inverse permutation); a block of CZs is
+  one fixed +-1 diagonal.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "zero_state",
+    "apply_matrix",
+    "apply_1q",
+    "kron_block",
+    "apply_layer",
+    "cnot_permutation",
+    "cz_diagonal",
+    "apply_permutation",
+    "apply_cnot",
+    "apply_cz",
+    "probabilities",
+    "z_signs",
+    "z_expectations",
+    "basis_bits",
+]
+
+
+def zero_state(
+    n: int, batch_shape: tuple[int, ...] = (1,), *, dtype=torch.float32, device=None
+) -> Tensor:
+    """|0...0> repeated over ``batch_shape``: ``(*batch_shape, 2**n)``."""
+    state = torch.zeros(*batch_shape, 2**n, dtype=dtype, device=device)
+    state[..., 0] = 1
+    return state
+
+
+def _match(state: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """Promote a real state to complex when the matrix is complex, and vice versa."""
+    if m.dtype == state.dtype:
+        return state, m
+    target = torch.promote_types(state.dtype, m.dtype)
+    return state.to(target), m.to(target)
+
+
+def apply_matrix(state: Tensor, m: Tensor, first: int, n: int) -> Tensor:
+    """Apply a ``2**k x 2**k`` matrix to qubits ``first .. first+k-1`` of an n-qubit state.
+
+    state: ``(*batch, 2**n)``; m: ``(K, K)`` shared, or ``(*batch, K, K)`` per sample
+    (broadcastable to the state's batch shape). Returns ``(*batch, 2**n)``.
+    """
+    size = m.shape[-1]
+    k = size.bit_length() - 1
+    if size != 2**k or m.shape[-2] != size or not 0 <= first <= n - k:
+        raise ValueError(f"matrix of shape {tuple(m.shape)} cannot act on qubit {first} of {n}")
+    state, m = _match(state, m)
+    batch = state.shape[:-1]
+    a, b = 2**first, 2 ** (n - first - k)
+    if b == 1:  # last qubits: rows of (*batch, a, K) times M^T -- one (batched) GEMM
+        out = torch.matmul(state.reshape(*batch, a, size), m.transpose(-1, -2))
+    elif a == 1:  # first qubits: M @ (*batch, K, b)
+        out = torch.matmul(m, state.reshape(*batch, size, b))
+    else:  # middle block: (*batch, a, K, b); a per-sample M broadcasts over the a axis
+        view = state.reshape(*batch, a, size, b)
+        out = torch.matmul(m.unsqueeze(-3) if m.dim() > 2 else m, view)
+    return out.reshape(*batch, 2**n)
+
+
+def apply_1q(state: Tensor, m: Tensor, qubit: int, n: int) -> Tensor:
+    """Apply a 1-qubit matrix ``(2, 2)`` or ``(*batch, 2, 2)`` to ``qubit``."""
+    return apply_matrix(state, m, qubit, n)
+
+
+def kron_block(mats: Tensor) -> Tensor:
+    """Kronecker product along the qubit axis: ``(..., k, 2, 2) -> (..., 2**k, 2**k)``.
+
+    The first matrix acts on the most significant qubit of the block. Differentiable.
+    """
+    parts = mats.unbind(-3)
+    out = parts[0]
+    for m in parts[1:]:
+        a = out.shape[-1]
+        out = (out[..., :, None, :, None] * m[..., None, :, None, :]).reshape(
+            *out.shape[:-2], 2 * a, 2 * a
+        )
+    return out
+
+
+def block_bounds(n: int, block: int) -> list[tuple[int, int]]:
+    """Split qubits ``0..n-1`` into contiguous ``(first, size)`` blocks of at most ``block``."""
+    block = max(1, min(block, n))
+    count = -(-n // block)
+    base, extra = divmod(n, count)
+    bounds, first = [], 0
+    for i in range(count):
+        size = base + (1 if i < extra else 0)
+        bounds.append((first, size))
+        first += size
+    return bounds
+
+
+def apply_layer(state: Tensor, mats: Tensor, n: int, *, block: int = 5) -> Tensor:
+    """Apply one 1-qubit matrix per qubit: mats ``(n, 2, 2)`` or ``(*batch, n, 2, 2)``.
+
+    The n matrices are fused into Kronecker blocks of at most ``block`` qubits and each
+    block is applied with one matmul.
+    """
+    if mats.shape[-3] != n:
+        raise ValueError(f"layer has {mats.shape[-3]} matrices for {n} qubits")
+    for first, size in block_bounds(n, block):
+        m = mats[..., first : first + size, :, :]
+        state = apply_matrix(state, kron_block(m) if size > 1 else m[..., 0, :, :], first, n)
+    return state
+
+
+# --- fixed permutations and diagonals --------------------------------------------------
+def basis_bits(n: int, device=None) -> Tensor:
+    """``(2**n, n)`` int64 bit table: entry [i, k] is qubit k's bit of basis index i."""
+    idx = torch.arange(2**n, device=device)
+    shifts = torch.arange(n - 1, -1, -1, device=device)
+    return (idx[:, None] >> shifts) & 1
+
+
+def cnot_permutation(pairs: list[tuple[int, int]], n: int, device=None) -> Tensor:
+    """Index ``perm`` (2**n,) so that ``new = old[..., perm]`` applies the CNOTs in order.
+
+    pairs: ``[(control, target), ...]``, applied first to last.
+    """
+    labels = torch.arange(2**n, device=device)
+    idx = torch.arange(2**n, device=device)
+    for c, t in pairs:
+        if c == t or not (0 <= c < n and 0 <= t < n):
+            raise ValueError(f"CNOT({c}, {t}) is not valid on {n} qubits")
+        flip = ((idx >> (n - 1 - c)) & 1) << (n - 1 - t)
+        labels = labels[idx ^ flip]  # new[i] = old[i ^ flip(i)]
+    return labels
+
+
+def cz_diagonal(pairs: list[tuple[int, int]], n: int, device=None) -> Tensor:
+    """``(2**n,)`` float +-1 diagonal of a product of CZ gates on ``pairs``."""
+    idx = torch.arange(2**n, device=device)
+    parity = torch.zeros_like(idx)
+    for a, b in pairs:
+        if a == b or not (0 <= a < n and 0 <= b < n):
+            raise ValueError(f"CZ({a}, {b}) is not valid on {n} qubits")
+        parity ^= ((idx >> (n - 1 - a)) & 1) & ((idx >> (n - 1 - b)) & 1)
+    return (1 - 2 * parity).to(torch.get_default_dtype())
+
+
+class _Permute(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, state: Tensor, perm: Tensor, inverse: Tensor) -> Tensor:
+        ctx.save_for_backward(inverse)
+        return state.index_select(-1, perm)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(-1, inverse), None, None
+
+
+def apply_permutation(state: Tensor, perm: Tensor, inverse: Tensor | None = None) -> Tensor:
+    """``state[..., perm]``; with ``inverse`` (= argsort(perm)) the backward is a gather too."""
+    if inverse is None:
+        return state.index_select(-1, perm)
+    return _Permute.apply(state, perm, inverse)
+
+
+def apply_cnot(state: Tensor, control: int, target: int, n: int) -> Tensor:
+    """CNOT(control -> target) on ``(*batch, 2**n)``."""
+    perm = cnot_permutation([(control, target)], n, device=state.device)
+    return state.index_select(-1, perm)
+
+
+def apply_cz(state: Tensor, a: int, b: int, n: int) -> Tensor:
+    """CZ(a, b) on ``(*batch, 2**n)``."""
+    diag = cz_diagonal([(a, b)], n, device=state.device)
+    return state * diag.to(state.real.dtype if state.is_complex() else state.dtype)
+
+
+# --- measurement -------------------------------------------------------------------------
+def probabilities(state: Tensor) -> Tensor:
+    """Born probabilities ``(*batch, 2**n)`` (real)."""
+    if state.is_complex():
+        return state.real.square() + state.imag.square()
+    return state.square()
+
+
+@functools.lru_cache(maxsize=32)
+def _z_signs_cached(n: int, dtype: torch.dtype, device: str) -> Tensor:
+    return (1 - 2 * basis_bits(n, device=device)).to(dtype)
+
+
+def z_signs(n: int, dtype=torch.float32, device=None) -> Tensor:
+    """``(2**n, n)`` table of Z eigenvalues: entry [i, k] = 1 - 2 * bit_k(i)."""
+    return _z_signs_cached(n, dtype, str(torch.device(device or "cpu")))
+
+
+def z_expectations(probs: Tensor, n: int) -> Tensor:
+    """Pauli-Z expectation of every qubit from probabilities: ``(*batch, 2**n) -> (*batch, n)``."""
+    return probs @ z_signs(n, probs.dtype, probs.device)
