@@ -144,3 +144,13 @@ def test_continuous_factor_is_binned_into_quantiles():
     table = main_effects(study.analysed, study.factors, "test_accuracy")
     lr_means = table[table.factor == "learning_rate"]["mean"].to_numpy()
     assert np.all(np.diff(lr_means) > 0)  # bins in ascending order, metric rises with lr
+
+
+def test_anova_accepts_names_that_are_not_identifiers():
+    frame = synthetic()
+    plain, _ = anova(frame, list(EFFECTS), "test_accuracy")
+    odd = frame.rename(columns={"test_accuracy": "test acc (%)", "qubits": "n-qubits"})
+    factors = ["n-qubits", "reuploads", "lr_decay"]
+    table, notes = anova(odd, factors, "test acc (%)")
+    assert notes == [] and list(table.source)[0] == "n-qubits"
+    np.testing.assert_allclose(table.sum_sq, plain.sum_sq, rtol=1e-12)

@@ -120,10 +120,10 @@ def anova(frame: pd.DataFrame, factors: list[str], metric: str) -> tuple[pd.Data
             f"ANOVA needs at least one residual degree of freedom: {n} trials, "
             f"{n_params} parameters (intercept + levels - 1 per factor)."
         ]
-    result, err = _fit_anova(frame, factors, metric, " + ".join(_term(f) for f in factors))
+    result, err = _fit_anova(frame, factors, metric)
     if result is None:
         return empty, [f"ANOVA could not be fitted: {err}."]
-    out = _with_effect_sizes(result, factors)
+    out = _with_effect_sizes(result)
     expected_df = {f: frame[f].nunique() - 1 for f in factors}
     if any(row.df < expected_df[row.source] for row in out.iloc[:-1].itertuples()):
         notes.append(
@@ -154,9 +154,9 @@ def interactions(
         n_params = len(cells)
         row = {"a": a, "b": b, "basis": "range product", "F": math.nan, "p_value": math.nan}
         if len(frame) - n_params >= 1 and len(cells) == frame[a].nunique() * frame[b].nunique():
-            result, _ = _fit_anova(frame, [a, b], metric, f"{_term(a)} * {_term(b)}")
+            result, _ = _fit_anova(frame, [a, b], metric, interaction=True)
             if result is not None:
-                key = f"{_term(a)}:{_term(b)}"
+                key = f"{a}:{b}"
                 if key in result.index and np.isfinite(result.loc[key, "F"]):
                     row.update(
                         basis="interaction F",
@@ -190,30 +190,36 @@ def interaction_means(frame: pd.DataFrame, a: str, b: str, metric: str) -> pd.Da
 
 
 # ------------------------------------------------------------------------------------
-def _term(factor: str) -> str:
-    return f"C({factor}, Sum)"
+def _fit_anova(
+    frame: pd.DataFrame, factors: list[str], metric: str, *, interaction: bool = False
+) -> tuple[pd.DataFrame | None, str | None]:
+    """``anova_lm(typ=2)`` of ``y ~ C(x0, Sum) + C(x1, Sum) ...`` (``*`` when ``interaction``).
 
-
-def _fit_anova(frame: pd.DataFrame, factors: list[str], metric: str, rhs: str):
+    Columns are renamed to x0, x1, ... so any factor or metric name works in the formula;
+    the result's index uses the factor names again (``a:b`` for the interaction).
+    """
     import statsmodels.api as sm
     from statsmodels.formula.api import ols
 
-    data = frame[[*factors, metric]].copy()
-    for f in factors:
-        data[f] = data[f].map(str).astype(object)  # categorical labels for C()
-    data[metric] = data[metric].astype(float)
+    data = pd.DataFrame({"y": frame[metric].astype(float).to_numpy()})
+    for i, f in enumerate(factors):
+        data[f"x{i}"] = frame[f].map(str).astype(object).to_numpy()  # categorical labels
+    terms = [f"C(x{i}, Sum)" for i in range(len(factors))]
+    rhs = " * ".join(terms) if interaction else " + ".join(terms)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = ols(f"{metric} ~ {rhs}", data=data).fit()
-            return sm.stats.anova_lm(model, typ=2), None
+            model = ols(f"y ~ {rhs}", data=data).fit()
+            result = sm.stats.anova_lm(model, typ=2)
     except (ValueError, np.linalg.LinAlgError) as err:
         return None, str(err)
+    names = {term: f for term, f in zip(terms, factors, strict=True)}
+    if interaction:
+        names[":".join(terms)] = ":".join(factors)
+    return result.rename(index=names), None
 
 
-def _with_effect_sizes(result: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
-    names = {_term(f): f for f in factors}
-    table = result.rename(index=names)
+def _with_effect_sizes(table: pd.DataFrame) -> pd.DataFrame:
     ss_res = float(table.loc["Residual", "sum_sq"])
     ss_total = float(table["sum_sq"].sum())
     out = pd.DataFrame(
