@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from model.errors import QsweepError
+from orchestrator.report.effects import level_order
 from orchestrator.report.study import CONFIG_FIELDS, StudyData
 
 __all__ = [
@@ -216,11 +217,8 @@ def design_summary(study: StudyData) -> pd.DataFrame:
     rows = []
     names = list(dict.fromkeys([*study.planned_levels, *study.factors, *study.single_level]))
     for f in names:
-        observed = (
-            sorted(map(str, raw(study.analysed, f).dropna().unique()))
-            if f in study.analysed
-            else []
-        )
+        values = raw(study.analysed, f) if f in study.analysed else pd.Series([], dtype=object)
+        observed = [str(v) for v in level_order(values)]
         role = "analysed"
         if f in study.binned:
             role = f"analysed in {len(study.binned[f])} quantile bins"
@@ -231,9 +229,9 @@ def design_summary(study: StudyData) -> pd.DataFrame:
         rows.append(
             {
                 "factor": f,
-                "planned": ", ".join(map(str, study.planned_levels.get(f, []))) or "-",
+                "planned": _planned_text(study.meta.get("factors", {}).get(f)),
                 "observed_levels": len(observed),
-                "observed": ", ".join(observed[:8]) + (" ..." if len(observed) > 8 else ""),
+                "observed": _observed_text(values, observed, binned=f in study.binned),
                 "role": role,
             }
         )
@@ -302,6 +300,21 @@ def _trial_config(row: pd.Series):
         if f in row.index and not _missing(value):
             values[f] = _plain(value)
     return TrialConfig.from_dict(values)
+
+
+def _observed_text(values: pd.Series, observed: list[str], *, binned: bool) -> str:
+    if binned:
+        return f"{values.min():.3g}..{values.max():.3g}"
+    return ", ".join(observed[:8]) + (" ..." if len(observed) > 8 else "")
+
+
+def _planned_text(spec: Any) -> str:
+    if isinstance(spec, dict):
+        scale = " (log)" if spec.get("log") else ""
+        return f"{spec.get('low')}..{spec.get('high')}{scale}"
+    if isinstance(spec, list):
+        return ", ".join(map(str, spec))
+    return "-"
 
 
 def _num(value: Any) -> float:
