@@ -56,7 +56,7 @@ def test_random_circuits_match_dense_unitaries(n):
     state = torch.tensor(psi, dtype=torch.complex128)
     dense = [np.eye(2**n, dtype=complex) for _ in range(batch)]  # per-sample unitaries
     makers = [(G.rx_matrix, ref.rx), (G.ry_matrix, ref.ry), (G.rz_matrix, ref.rz)]
-    for step in range(25):
+    for _ in range(25):
         kind = rng.integers(0, 6) if n > 1 else rng.integers(0, 3)
         if kind == 0:  # shared 1-qubit gate, random type incl. Rot
             k = int(rng.integers(n))

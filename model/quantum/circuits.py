@@ -217,7 +217,7 @@ class CircuitRunner(nn.Module):
         x_bits = z_bits = None  # pending Pauli frame (noisy path)
         batch = state.shape[:-1]
         ops = spec.ops
-        for pos, op in enumerate(ops):
+        for op in ops:
             if op.kind == ENCODE:
                 if enc is None:
                     raise ValueError("this circuit has encode ops but no latent z was given")
