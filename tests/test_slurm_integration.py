@@ -65,7 +65,18 @@ def job_id_of(proc: subprocess.CompletedProcess) -> str:
     return first.split()[2]
 
 
-def test_quickstart_study_runs_as_a_slurm_job(slurm, tmp_path: Path) -> None:
+def _rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (OSError, ValueError):  # not written yet
+        return []
+
+
+def test_quickstart_study_runs_as_a_slurm_job_and_survives_a_requeue(slurm, tmp_path: Path) -> None:
+    """The real quickstart under Slurm, interrupted after its first trial as a time
+    limit would (USR1 to the batch shell), requeued and resumed to the end."""
     require_or_skip(QUICKSTART.exists(), f"{QUICKSTART} not written yet")
     results = tmp_path / "results"
     proc = qsweep(
@@ -74,41 +85,62 @@ def test_quickstart_study_runs_as_a_slurm_job(slurm, tmp_path: Path) -> None:
     )  # fmt: skip
     job_id = job_id_of(proc)
     study = results / "quickstart"
-    assert (study / "slurm" / "job.sbatch").is_file()
-
-    info = SlurmClient().wait(job_id, timeout=JOB_TIMEOUT, poll=1.0)
+    table_path = study / "trials.parquet"
     log = study / "slurm" / f"slurm-{job_id}.out"
+    assert (study / "slurm" / "job.sbatch").is_file()
+    client = SlurmClient()
+
+    # Interrupt once the first trial is in the table.
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while not (before := _rows(table_path)):
+        info = client.job(job_id)
+        assert not info.finished, log.read_text() if log.exists() else info
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
+    deadline = time.monotonic() + 60
+    while (info := client.show(job_id)).restarts == 0:
+        assert not info.finished, log.read_text()
+        assert time.monotonic() < deadline, f"job not requeued: {info.state}"
+        time.sleep(0.3)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+
+    info = client.wait(job_id, timeout=JOB_TIMEOUT, poll=1.0)
     output = log.read_text() if log.exists() else "(no output file)"
-    assert info.state == "COMPLETED", output
+    assert info.state == "COMPLETED" and info.restarts == 1, output
     assert Path(info.stdout_path) == log
+    assert "driver exited with status 75" in output and "requeueing job" in output
     # A broken step can still show COMPLETED: check what the job produced.
-    assert "study finished" in output
+    assert output.rstrip().endswith(f"study finished; results in {study}")
 
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(study / "trials.parquet").to_pylist()
-    assert table, output
+    table = _rows(table_path)
+    assert len(table) == 4, table  # quickstart: 2 qubit counts x 2 learning rates
     assert {row["status"] for row in table} == {"completed"}, table
     assert all(0.0 <= row["val_accuracy"] <= 1.0 for row in table)
     assert len({row["trial_id"] for row in table}) == len(table)  # none repeated
+    after = {row["trial_id"]: row for row in table}
+    for row in before:  # trials finished before the requeue were not run again
+        assert after[row["trial_id"]]["finished_at"] == row["finished_at"]
+        assert after[row["trial_id"]]["val_accuracy"] == row["val_accuracy"]
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{study / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("quickstart")
+    mlflow = MlflowClient(tracking_uri=f"sqlite:///{study / 'mlflow.db'}")
+    experiment = mlflow.get_experiment_by_name("quickstart")
     assert experiment is not None, "the job created no MLflow experiment 'quickstart'"
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    by_trial = {r.data.tags.get("qsweep.trial_id"): r for r in runs}
-    assert set(by_trial) == {row["trial_id"] for row in table}
-    for row in table:
-        run = by_trial[row["trial_id"]]
+    runs = mlflow.search_runs([experiment.experiment_id], max_results=1000)
+    trial_ids = [r.data.tags.get("qsweep.trial_id") for r in runs]
+    assert sorted(trial_ids) == sorted(after), trial_ids  # one run per trial
+    for run in runs:
+        row = after[run.data.tags["qsweep.trial_id"]]
         assert run.info.status == "FINISHED"
         # The table's (best-epoch) value is among the values the job logged to MLflow.
-        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        history = mlflow.get_metric_history(run.info.run_id, "val_accuracy")
         assert any(m.value == pytest.approx(row["val_accuracy"]) for m in history), history
 
     status = qsweep("slurm", "status", job_id)
     assert status.returncode == 0 and f"job {job_id}: COMPLETED" in status.stdout
+    assert "requeued: 1 time(s)" in status.stdout
     logs = qsweep("slurm", "logs", job_id)
     assert logs.returncode == 0 and "study finished" in logs.stdout
 
