@@ -459,6 +459,13 @@ class SlurmClient:
                     return JobInfo(job_id, parts[1], parts[2], parts[3], parts[4])
         return self.show(job_id)
 
+    def queue(self) -> str:
+        """Your jobs in the queue, as a table (``squeue --me``)."""
+        result = self._run(["squeue", "--me", "-o", "%.10i %.24j %.10T %.10M %.6D %R"])
+        if result.returncode != 0:
+            raise ServiceError(f"squeue failed (exit {result.returncode}):\n{result.output}")
+        return result.stdout
+
     def show(self, job_id: str) -> JobInfo:
         """``scontrol show job -o JOBID`` (works for finished jobs within MinJobAge)."""
         _check_job_id(job_id)

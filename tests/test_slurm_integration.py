@@ -250,3 +250,50 @@ def test_time_limit_signal_requeues_and_the_rerun_resumes(slurm, tmp_path: Path)
     assert "requeueing job" in log and "study finished" in log
     status = qsweep("slurm", "status", job_id)
     assert "requeued: 1 time(s)" in status.stdout
+
+
+FAKE_MLFLOW_DRIVER = """#!{python}
+# Stands in for `qsweep run`: logs one run to the URI the job passes with --mlflow-uri.
+import sys
+from mlflow.tracking import MlflowClient
+
+uri = sys.argv[sys.argv.index("--mlflow-uri") + 1]
+client = MlflowClient(tracking_uri=uri)
+run = client.create_run(client.create_experiment("srv"), run_name="probe")
+client.log_metric(run.info.run_id, "x", 42.0)
+client.set_terminated(run.info.run_id)
+print("logged to", uri)
+"""
+
+
+def test_start_mlflow_server_serves_the_study_sqlite_store(slurm, tmp_path: Path) -> None:
+    import socket
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "qsweep").write_text(FAKE_MLFLOW_DRIVER.format(python=sys.executable))
+    (bin_dir / "qsweep").chmod(0o755)
+    spec = tmp_path / "srv.yaml"
+    spec.write_text("name: srv\n")
+    proc = qsweep(
+        "slurm", "submit", str(spec), "--results", str(tmp_path / "results"),
+        "--start-mlflow-server", "--activate", f"{ACTIVATE} && export PATH={bin_dir}:$PATH",
+    )  # fmt: skip
+    job_id = job_id_of(proc)
+    info = SlurmClient().wait(job_id, timeout=150, poll=1.0)
+    study = tmp_path / "results" / "srv"
+    output = Path(info.stdout_path).read_text()
+    assert info.state == "COMPLETED", output
+    port = 6379 + 10 * (int(job_id) % 400) + 8  # the job's MLflow port
+    assert f"logged to http://127.0.0.1:{port}" in output
+    assert (study / "slurm" / f"mlflow-server-{job_id}.log").is_file()
+    with socket.socket() as s:  # the server was stopped with the job
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+    from mlflow.tracking import MlflowClient
+
+    store = MlflowClient(tracking_uri=f"sqlite:///{study / 'mlflow.db'}")
+    experiment = store.get_experiment_by_name("srv")
+    assert experiment is not None, output
+    (run,) = store.search_runs([experiment.experiment_id])
+    assert run.data.metrics["x"] == 42.0 and run.info.status == "FINISHED"

@@ -24,6 +24,7 @@ from model.errors import ConfigError, ServiceError
 from orchestrator.commands import slurm as slurm_cmd
 from orchestrator.slurm import (
     CommandResult,
+    JobInfo,
     SlurmClient,
     SlurmOptions,
     parse_scontrol_record,
@@ -698,3 +699,34 @@ def test_template_override_by_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("QSWEEP_SLURM_TEMPLATE", str(tmp_path / "missing.tmpl"))
     with pytest.raises(ConfigError, match="QSWEEP_SLURM_TEMPLATE"):
         render_sbatch(CASES["one_node_cpu"])
+
+
+def test_status_without_job_id_lists_the_queue(capsys) -> None:
+    table = "     JOBID                     NAME      STATE       TIME  NODES NODELIST(REASON)\n"
+    runner = FakeRunner({"squeue": _result(out=table)})
+    assert slurm_cmd.run(_parse(["slurm", "status"]), client=SlurmClient(runner)) == 0
+    assert capsys.readouterr().out == table and runner.calls[0][:2] == ["squeue", "--me"]
+
+
+def test_logs_follow_prints_until_the_job_ends(tmp_path: Path, capsys) -> None:
+    log = tmp_path / "slurm-9.out"
+    log.write_text("first\n")
+
+    class GrowingClient:
+        """A job that runs for one poll, appending a line, then completes."""
+
+        polls = 0
+
+        def show(self, job_id: str) -> JobInfo:
+            return JobInfo(job_id, "RUNNING", stdout_path=str(log), source="scontrol")
+
+        def job(self, job_id: str) -> JobInfo:
+            self.polls += 1
+            if self.polls == 2:
+                with log.open("a") as handle:
+                    handle.write("second\n")
+            return JobInfo(job_id, "RUNNING" if self.polls < 2 else "COMPLETED")
+
+    args = _parse(["slurm", "logs", "9", "--follow"])
+    assert slurm_cmd.run(args, client=GrowingClient()) == 0
+    assert capsys.readouterr().out == "first\nsecond\n"

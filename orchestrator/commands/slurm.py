@@ -200,12 +200,7 @@ def _tail(path: Path, lines: int) -> str:
 
 def _status(args: argparse.Namespace, client) -> int:
     if args.job_id is None:
-        from orchestrator.slurm import run_command
-
-        result = run_command(["squeue", "--me", "-o", "%.10i %.24j %.10T %.10M %.6D %R"])
-        if result.returncode != 0:
-            raise ServiceError(f"squeue failed:\n{result.output}")
-        sys.stdout.write(result.stdout)
+        sys.stdout.write(client.queue())
         return 0
     info = client.job(args.job_id)
     print(f"job {info.job_id}: {info.state}")
