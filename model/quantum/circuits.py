@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 ENCODE, ROTATE, ENTANGLE = "encode", "rotate", "entangle"
+FUSE_ENCODING = True  # fuse angle encoding into the following rotation layer (noise-free)
 
 
 @dataclass(frozen=True)
@@ -160,10 +161,13 @@ class CircuitRunner(nn.Module):
     With p1 or p2 > 0 every sample follows its own Pauli trajectory.
     """
 
-    def __init__(self, spec: CircuitSpec, *, block: int | None = None) -> None:
+    def __init__(
+        self, spec: CircuitSpec, *, block: int | None = None, fuse_encoding: bool = FUSE_ENCODING
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.block = default_block(spec.n_qubits) if block is None else block
+        self.fuse_encoding = fuse_encoding
         self.bounds = block_bounds(spec.n_qubits, self.block)
         perm = cnot_permutation(spec.pairs, spec.n_qubits)
         self.register_buffer("perm", perm, persistent=False)
@@ -208,6 +212,13 @@ class CircuitRunner(nn.Module):
         if spec.is_real is False and not state.is_complex():
             state = state.to(mats.dtype)  # static dtype decision: complex from the start
         enc = angle_matrices(z, input_scale) if z is not None else None  # (B, q, 2, 2) real
+        fuse = self.fuse_encoding and not noisy and enc is not None and bool(self.fused)
+        if fuse:
+            # encode + rotation layer -> one per-sample layer (identity for the other layers)
+            enc_c = enc.to(mats.dtype)
+            eye = torch.eye(2, dtype=mats.dtype, device=mats.device).expand_as(enc_c)
+            enc_all = torch.stack([enc_c if i in self.fused else eye for i in range(mats.shape[0])])
+            mats = mats.unsqueeze(-4) @ enc_all  # (L, B, q, 2, 2)
         layers = self._layer_blocks(mats) if mats.shape[0] else []
         # the latent is the same at every re-upload: build its per-sample blocks once
         enc_blocks = self._layer_blocks(enc.unsqueeze(0))[0] if enc is not None else []
@@ -217,10 +228,12 @@ class CircuitRunner(nn.Module):
         x_bits = z_bits = None  # pending Pauli frame (noisy path)
         batch = state.shape[:-1]
         ops = spec.ops
-        for op in ops:
+        for pos, op in enumerate(ops):
             if op.kind == ENCODE:
                 if enc is None:
                     raise ValueError("this circuit has encode ops but no latent z was given")
+                if fuse and pos + 1 < len(ops) and ops[pos + 1].kind == ROTATE:
+                    continue  # fused into the next rotation layer
                 if x_bits is not None:
                     state = qnoise.apply_pauli_frame(state, x_bits, z_bits)
                 for first, m in enc_blocks:

@@ -91,14 +91,14 @@ def kron_block(mats: Tensor) -> Tensor:
 
     The first matrix acts on the most significant qubit of the block. Differentiable.
     """
-    parts = mats.unbind(-3)
-    out = parts[0]
-    for m in parts[1:]:
-        a = out.shape[-1]
-        out = (out[..., :, None, :, None] * m[..., None, :, None, :]).reshape(
-            *out.shape[:-2], 2 * a, 2 * a
-        )
-    return out
+    k = mats.shape[-3]
+    if k == 1:
+        return mats[..., 0, :, :]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    rows, cols = letters[:k], letters[k : 2 * k]
+    spec = ",".join(f"...{r}{c}" for r, c in zip(rows, cols, strict=True)) + f"->...{rows}{cols}"
+    out = torch.einsum(spec, *mats.unbind(-3))
+    return out.reshape(*out.shape[: out.dim() - 2 * k], 2**k, 2**k)
 
 
 def block_bounds(n: int, block: int) -> list[tuple[int, int]]:
