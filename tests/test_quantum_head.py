@@ -199,3 +199,20 @@ def test_qasm_export_round_trip(rotation):
     assert len(z) == 4
     assert text.count("measure") == 4 and text.count("cx ") == 4 * (2 + 2)
     np.testing.assert_allclose(_qasm_z(text), z, atol=1e-5)
+
+
+def test_noisy_head_trains_and_evaluates():
+    cfg = _cfg(qubits=3, shots=200, noise_p1=0.02, noise_p2=0.05, reuploads=2)
+    torch.manual_seed(5)
+    head = QuantumHead(cfg, 8)
+    x, y = torch.randn(6, 8), torch.tensor([0, 1, 0, 1, 1, 0])
+    head.train()
+    torch.nn.functional.cross_entropy(head(x), y).backward()
+    assert head.pqc.weights.grad.abs().sum() > 0
+    assert head.encoder.weights.grad.abs().sum() > 0
+    head.eval()
+    with torch.no_grad():
+        z = head.pqc(head.latent(x))
+    # eval shot noise: each <Z> is (even count difference) / shots
+    half = z * 100  # = count(0) - 100, an integer
+    np.testing.assert_allclose(half.numpy(), half.round().numpy(), atol=1e-3)

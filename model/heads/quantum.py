@@ -113,7 +113,7 @@ class MLPEncoder(nn.Module):
             self.net = nn.Sequential(nn.Linear(input_dim, q), nn.Tanh())
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(x.to(self.net[0].weight.dtype))
 
 
 class PQC(nn.Module):
