@@ -518,6 +518,10 @@ def test_dry_run_prints_script_and_writes_nothing(study: Path, tmp_path: Path, c
     out = capsys.readouterr().out
     assert out.startswith("#!/bin/bash") and "#SBATCH --nodes=2" in out
     assert f"{results}/tiny/slurm/slurm-%j.out" in out
+    assert "#SBATCH --exclusive" in out
+    shared = _parse(["slurm", "submit", str(study), "--shared", "--dry-run"])
+    slurm_cmd.run(shared, client=SlurmClient(runner))
+    assert "--exclusive" not in capsys.readouterr().out
     assert not results.exists() and runner.calls == []
 
 

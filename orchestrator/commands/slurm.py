@@ -81,6 +81,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=120,
         help="USR1 this many seconds before the time limit; the job stops and requeues",
     )
+    submit.add_argument(
+        "--shared",
+        action="store_true",
+        help="do not ask for whole nodes (--exclusive); per-job Ray ports make sharing safe",
+    )
     submit.add_argument("--dry-run", action="store_true", help="print the script; do not submit")
     submit.add_argument(
         "--wait",
@@ -153,6 +158,7 @@ def _submit(args: argparse.Namespace, client) -> int:
         max_concurrent=args.max_concurrent,
         ray_auth=args.ray_auth,
         signal_seconds=args.signal_seconds,
+        exclusive=not args.shared,
     )
     script = render_sbatch(options)
     if args.dry_run:
