@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         f"trials: {len(rows)} ({completed} completed) x {args.seconds:g} s CPU, concurrency {args.concurrency}, {os.cpu_count()} cores"
     )
     print(f"sum of trial times / concurrency: {ideal:.1f} s")
-    print(f"study wall time (Ray start to last row):  {wall:.1f} s  ratio {wall / ideal:.3f}")
+    print(
+        f"study wall time (store + Ray start to last row): {wall:.1f} s  ratio {wall / ideal:.3f}"
+    )
     print(
         f"overhead: {100 * (wall / ideal - 1):+.1f} % ({outcome.wall_time_s:.1f} s inside run_study)"
     )

@@ -104,3 +104,19 @@ def test_log_study_artifacts_reuses_the_report_run(tmp_path):
     assert (tmp_path / "mlartifacts").is_dir()
     assert load_trial_runs(uri, "study").empty  # the report run is not a trial
     assert load_trial_runs(uri, "no_such_study").empty
+
+
+def test_ui_finds_the_store_and_builds_the_mlflow_command(tmp_path, capsys):
+    from orchestrator.commands.ui import _find_store, ui_command
+
+    assert main(["ui", str(tmp_path / "empty")]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
+    study = tmp_path / "results" / "s"
+    study.mkdir(parents=True)
+    (study / "mlflow.db").write_bytes(b"")
+    assert _find_store(study) == study / "mlflow.db"
+    assert _find_store(tmp_path / "results") == study / "mlflow.db"  # newest study under a root
+    cmd = ui_command(study / "mlflow.db", "127.0.0.1", 5123)
+    assert Path(cmd[0]).name == "mlflow" and cmd[1] == "ui"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == default_tracking_uri(study)
+    assert cmd[cmd.index("--port") + 1] == "5123"
