@@ -135,8 +135,9 @@ def params_per_rotation(rotation: str) -> int:
 
 
 def default_block(n: int) -> int:
-    """Kronecker block size (qubits per fused matrix); measured by model/quantum/benchmark.py."""
-    return 4
+    """Kronecker block size (qubits per fused matrix), chosen with model/quantum/benchmark.py:
+    4 up to 11 qubits (10-qubit head), 5 above (14-qubit reference circuit)."""
+    return 4 if n <= 11 else 5
 
 
 def init_weights(shape: tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:

@@ -54,7 +54,10 @@ def multinomial_shot_probs(
 ) -> Tensor:
     """Frequencies of ``shots`` exact multinomial draws from ``p`` ``(*batch, N)`` (no grad)."""
     flat = p.detach().reshape(-1, p.shape[-1]).clamp_min(0)
-    draws = torch.multinomial(flat, shots, replacement=True, generator=generator)  # (rows, S)
+    cdf = flat.cumsum(-1)
+    u = torch.rand(flat.shape[0], shots, dtype=flat.dtype, device=flat.device, generator=generator)
+    # inverse-CDF sampling: exact multinomial draws, no limit on the number of categories
+    draws = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_max(flat.shape[-1] - 1)
     counts = torch.zeros_like(flat).scatter_add_(1, draws, torch.ones_like(draws, dtype=flat.dtype))
     return (counts / shots).reshape(p.shape)
 
