@@ -1,2 +1,3 @@
-"""Classification heads on frozen sentence embeddings: quantum (``quantum.py``), MLP and
-MLP-encoder heads (``classical.py``), scikit-learn baselines (``baselines.py``)."""
+"""Classification heads on frozen sentence embeddings: the quantum and MLP-encoder heads
+(``quantum.py``), classical MLP heads (``classical.py``) and scikit-learn baselines
+(``baselines.py``)."""
