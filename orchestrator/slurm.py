@@ -277,25 +277,32 @@ def _start_workers(o: SlurmOptions) -> str:
     )
 
 
-def _start_mlflow(o: SlurmOptions) -> str:
+def _launch_mlflow(o: SlurmOptions) -> str:
     if not o.start_mlflow_server:
         return ""
     return (
-        "\n# --- MLflow tracking server on the head (sqlite in the study dir) ---------------\n"
+        "\n\n# --- MLflow tracking server on the head (sqlite in the study dir) -------------\n"
+        "# Started before Ray so that both come up together; awaited after the Ray head.\n"
         'mkdir -p "$STUDY_DIR/slurm"\n'
+        'MLFLOW_LOG="$STUDY_DIR/slurm/mlflow-server-$SLURM_JOB_ID.log"\n'
         '"${CONTAINER[@]}" mlflow server --backend-store-uri "sqlite:///$STUDY_DIR/mlflow.db" \\\n'
         '    --artifacts-destination "$STUDY_DIR/mlartifacts" \\\n'
-        '    --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \\\n'
-        '    >"$STUDY_DIR/slurm/mlflow-server-$SLURM_JOB_ID.log" 2>&1 &\n'
+        '    --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 >"$MLFLOW_LOG" 2>&1 &\n'
         "MLFLOW_PID=$!\n"
-        'MLFLOW_URI="http://127.0.0.1:$MLFLOW_PORT"\n'
-        "deadline=$(( SECONDS + 120 ))\n"
-        'until "${CONTAINER[@]}" python -c \'import sys, urllib.request; '
-        'urllib.request.urlopen(sys.argv[1], timeout=2)\' "$MLFLOW_URI/health" 2>/dev/null; do\n'
-        '    kill -0 "$MLFLOW_PID" 2>/dev/null ||\n'
-        '        fail 5 "mlflow server exited; see $STUDY_DIR/slurm/mlflow-server-$SLURM_JOB_ID.log"\n'
-        '    (( SECONDS < deadline )) || fail 5 "mlflow server at $MLFLOW_URI did not answer within 120s"\n'
-        "    sleep 2\n"
+        'MLFLOW_URI="http://127.0.0.1:$MLFLOW_PORT"'
+    )
+
+
+def _await_mlflow(o: SlurmOptions) -> str:
+    if not o.start_mlflow_server:
+        return ""
+    return (
+        "\ndeadline=$(( SECONDS + 180 ))\n"
+        'until (exec 3<>"/dev/tcp/127.0.0.1/$MLFLOW_PORT") 2>/dev/null; do\n'
+        '    kill -0 "$MLFLOW_PID" 2>/dev/null || fail 5 "mlflow server exited; see $MLFLOW_LOG"\n'
+        "    (( SECONDS < deadline )) ||\n"
+        '        fail 5 "mlflow server at $MLFLOW_URI did not answer within 180s; see $MLFLOW_LOG"\n'
+        "    sleep 1\n"
         "done\n"
         'log "MLflow tracking server at $MLFLOW_URI (ssh -L 5000:127.0.0.1:$MLFLOW_PORT $HEAD_NODE)"'
     )
@@ -336,7 +343,8 @@ def render_sbatch(options: SlurmOptions, *, template: str | None = None) -> str:
         "RAY_AUTH": _ray_auth(o),
         "STEP_GPUS": f" --gpus-per-task={o.gpus_per_node}" if o.gpus_per_node else "",
         "START_WORKERS": _start_workers(o),
-        "START_MLFLOW": _start_mlflow(o),
+        "LAUNCH_MLFLOW": _launch_mlflow(o),
+        "AWAIT_MLFLOW": _await_mlflow(o),
         "DRIVER_ARGS": _driver_args(o),
     }
     missing = sorted(set(re.findall(r"@@([A-Z_]+)@@", text)) - set(values))

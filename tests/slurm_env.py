@@ -69,6 +69,8 @@ SlurmctldHost={node_name}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# Requeued jobs wait until the old job credential expires (default 120 s): keep it short.
+AuthInfo=cred_expire=10
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -78,7 +80,7 @@ SelectTypeParameters=CR_Core
 MailProg=/bin/true
 ReturnToService=2
 MinJobAge=3600
-SchedulerParameters=batch_sched_delay=0
+SchedulerParameters=batch_sched_delay=0,sched_interval=2
 KillWait=5
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool
