@@ -9,7 +9,7 @@
 
 Noise: the sQE is a simulation and stays exact; shot noise (``shots``) and gate noise
 (``noise_p1``, ``noise_p2``) apply to the PQC only -- the part meant for a real QPU.
-Rotation angles are initialised uniformly in [0, 2*pi); linear layers use torch defaults.
+Rotation angles start near identity, N(0, 0.1^2) (see ``init_weights``); linear layers use torch defaults.
 """
 
 from __future__ import annotations
