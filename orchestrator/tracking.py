@@ -232,6 +232,13 @@ class TrialLogger:
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         self.client.set_terminated(run_id, status=_STATUS.get(row["status"], "FINISHED"))
 
+    def abandon(self, trial_id: str) -> None:
+        """A trial cut short by a graceful stop: run KILLED (replaced when --resume reruns it)."""
+        run_id = self.runs.pop(trial_id, None)
+        if run_id is not None:
+            self.client.set_tag(run_id, "qsweep.status", "interrupted")
+            self.client.set_terminated(run_id, status="KILLED")
+
     def reconcile(self, rows: list[dict[str, Any]]) -> int:
         """Log table rows that have no terminated run (driver killed between table and MLflow)."""
         terminated = {

@@ -278,10 +278,18 @@ class _StudyCallback(Callback):
             pass
         self._record(trial, "failed", {"error": message, "attempts": 1})
 
+    def abandon_all(self) -> None:
+        """Trials still running when Tune returned (graceful stop): not rows; runs KILLED."""
+        for live in self.live.values():
+            self.progress.running.discard(live.trial_id)
+            self.logger.abandon(live.trial_id)
+        self.live.clear()
+
     def _forget(self, trial) -> None:
         live = self.live.pop(trial.trial_id, None)
         if live is not None:
             self.progress.running.discard(live.trial_id)
+            self.logger.abandon(live.trial_id)
 
     def _record(self, trial, status: str, last: dict[str, Any]) -> None:
         live = self._live(trial)
@@ -488,6 +496,7 @@ def run_study(
             tuner = _tuner(spec, todo, remaining, concurrency, table, callback, interrupted,
                            study_dir, data, fit_ref)  # fmt: skip
             tuner.fit()
+            callback.abandon_all()
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)

@@ -154,6 +154,14 @@ def test_sigterm_stops_gracefully_with_75_and_resumes(tmp_path):
     assert "interrupted; rerun with --resume" in err
     partial = rows(results)
     assert 1 <= len(partial) < 8 and all(r["status"] == "completed" for r in partial)
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import default_tracking_uri
+
+    client = MlflowClient(default_tracking_uri(results))
+    runs = client.search_runs([client.get_experiment_by_name("term").experiment_id])
+    assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"}  # cut-short trials: KILLED
+    assert sum(r.info.status == "FINISHED" for r in runs) == len(partial)
 
     done = subprocess.run(
         [*QSWEEP, "run", str(space), "--results", str(results), "--resume"],
