@@ -27,7 +27,9 @@ from model.types import EmbeddedSplits
 PAPER_HOURS_10Q = 6.8
 
 
-def synthetic_splits(d: int = 768, n_train: int = 435, n_val: int = 77, n_test: int = 1000) -> EmbeddedSplits:
+def synthetic_splits(
+    d: int = 768, n_train: int = 435, n_val: int = 77, n_test: int = 1000
+) -> EmbeddedSplits:
     rng = np.random.default_rng(0)
 
     def split(n: int):
@@ -35,15 +37,21 @@ def synthetic_splits(d: int = 768, n_train: int = 435, n_val: int = 77, n_test: 
         x = rng.normal(size=(n, d)).astype(np.float32) + 0.3 * y[:, None]
         return x, y
 
-    return EmbeddedSplits(*split(n_train), *split(n_val), *split(n_test), encoder="gaussian", source="synthetic")
+    return EmbeddedSplits(
+        *split(n_train), *split(n_val), *split(n_test), encoder="gaussian", source="synthetic"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--epochs", type=int, default=800)
     p.add_argument("--qubits", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--data", help="labelled data source (directory, hf:NAME or demo) for real embeddings")
+    p.add_argument(
+        "--data", help="labelled data source (directory, hf:NAME or demo) for real embeddings"
+    )
     p.add_argument("--encoder", default="minilm", help="encoder for --data (default minilm)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
@@ -76,11 +84,17 @@ def main(argv: list[str] | None = None) -> None:
     per_step_ms = 1e3 * train_s / (cfg.epochs * steps_per_epoch)
     projected = float(np.median(epoch_s)) * 800
     print(f"parameters: {result.n_params}")
-    print(f"per epoch (median): {np.median(epoch_s) * 1e3:.1f} ms incl. validation; per step: {per_step_ms:.2f} ms")
+    print(
+        f"per epoch (median): {np.median(epoch_s) * 1e3:.1f} ms incl. validation; per step: {per_step_ms:.2f} ms"
+    )
     print(f"{cfg.epochs} epochs: {train_s:.1f} s training, {total:.1f} s with test evaluation")
     print(f"800-epoch projection: {projected:.1f} s ({projected / 60:.2f} min)")
-    print(f"ratio to the paper's {PAPER_HOURS_10Q} A100-hours: {PAPER_HOURS_10Q * 3600 / projected:.0f}x faster")
-    print(f"val accuracy {result.val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f} (best epoch {result.best_epoch})")
+    print(
+        f"ratio to the paper's {PAPER_HOURS_10Q} A100-hours: {PAPER_HOURS_10Q * 3600 / projected:.0f}x faster"
+    )
+    print(
+        f"val accuracy {result.val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f} (best epoch {result.best_epoch})"
+    )
 
 
 if __name__ == "__main__":

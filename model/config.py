@@ -53,7 +53,9 @@ class TrialConfig:
     rotation: str = "rot"  # rot: RZ.RY.RZ (3 params, complex) | ry: RY (1 param, real fast path)
     final_linear: bool = True  # q Pauli-Z values -> Linear(q, 2); off: readout of qubit 0 only
     input_scale: float = math.pi  # angle-encoding angle = input_scale * latent value
-    shots: int = 0  # 0: exact expectations; S > 0: shot noise (Gaussian in training, multinomial in eval)
+    shots: int = (
+        0  # 0: exact expectations; S > 0: shot noise (Gaussian in training, multinomial in eval)
+    )
     noise_p1: float = 0.0  # depolarizing probability after each 1-qubit gate
     noise_p2: float = 0.0  # depolarizing probability after each 2-qubit gate
     # --- classical heads ----------------------------------------------------------
@@ -108,7 +110,9 @@ class TrialConfig:
         for key in ("noise_p1", "noise_p2"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"trial.{key} = {value!r} is not a probability; allowed: 0.0..1.0.")
+                raise ConfigError(
+                    f"trial.{key} = {value!r} is not a probability; allowed: 0.0..1.0."
+                )
         for key in ("learning_rate", "lr_decay"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"trial.{key} = {getattr(self, key)!r} must be > 0.")
@@ -120,7 +124,9 @@ class TrialConfig:
 class DataConfig:
     """Where the labelled sentences come from, how they are split, and which encoder embeds them."""
 
-    source: str = "demo"  # demo | hf:NAME (Hugging Face hub, e.g. hf:SetFit/sst2) | a local directory
+    source: str = (
+        "demo"  # demo | hf:NAME (Hugging Face hub, e.g. hf:SetFit/sst2) | a local directory
+    )
     protocol: str = "paper"  # paper: pool all, draw n_per_class per class, rest is test | splits
     n_per_class: int = 256  # labelled sentences drawn per class (0: use every training row)
     val_fraction: float = 0.15  # share of the drawn sentences kept for validation (protocol=paper)
@@ -170,7 +176,9 @@ def parse_value(text: str) -> Any:
 
 def _build(cls, values: dict[str, Any], where: str):
     if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping of settings, got {type(values).__name__}: {values!r}.")
+        raise ConfigError(
+            f"{where} must be a mapping of settings, got {type(values).__name__}: {values!r}."
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -187,7 +195,9 @@ def _build(cls, values: dict[str, Any], where: str):
         obj.validate()
     except ConfigError as err:
         if where not in ("trial", "data"):
-            raise ConfigError(str(err).replace("trial.", f"{where}.").replace("data.", f"{where}.")) from None
+            raise ConfigError(
+                str(err).replace("trial.", f"{where}.").replace("data.", f"{where}.")
+            ) from None
         raise
     return obj
 
@@ -235,7 +245,9 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
 def _choice(obj, key: str, allowed, where: str = "trial") -> None:
     value = getattr(obj, key)
     if value not in allowed:
-        raise ConfigError(f"{where}.{key} = {value!r} is not allowed; allowed: {', '.join(allowed)}.")
+        raise ConfigError(
+            f"{where}.{key} = {value!r} is not allowed; allowed: {', '.join(allowed)}."
+        )
 
 
 def _at_least(obj, key: str, low: int, where: str = "trial") -> None:

@@ -38,7 +38,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trial.device = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'.")
+        raise ConfigError(
+            "trial.device = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'."
+        )
     return torch.device(name)
 
 

@@ -35,7 +35,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path} must hold a YAML mapping at the top level, got {type(doc).__name__}.")
+        raise ConfigError(
+            f"{path} must hold a YAML mapping at the top level, got {type(doc).__name__}."
+        )
     return doc
 
 
@@ -45,7 +47,9 @@ def apply_sets(trial: dict[str, Any], data: dict[str, Any], sets: list[str]) -> 
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {item!r} is not of the form key=value (e.g. --set qubits=12).")
+            raise ConfigError(
+                f"--set {item!r} is not of the form key=value (e.g. --set qubits=12)."
+            )
         if key.startswith("data."):
             data[key[5:]] = parse_value(text)
         else:

@@ -39,7 +39,19 @@ def test_train_on_demo_set_with_tiny_local_encoder(tmp_path, cache, capsys):
         "fixed: {qubits: 5, encoder_layers: 1, reuploads: 2, main_layers: 1, epochs: 3}\n",
     )
     out = tmp_path / "out.json"
-    rc = main(["train", str(cfg), "--encoder", str(enc), "--json", str(out), "--quiet", "--set", "learning_rate=1e-2"])
+    rc = main(
+        [
+            "train",
+            str(cfg),
+            "--encoder",
+            str(enc),
+            "--json",
+            str(out),
+            "--quiet",
+            "--set",
+            "learning_rate=1e-2",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "val accuracy" in printed and "test accuracy" in printed and "parameters" in printed
@@ -58,9 +70,20 @@ def test_train_quickstart_config_with_offline_minilm(tmp_path, cache):
     """The console script itself, on the shipped quickstart file, with the packaged encoder."""
     out = tmp_path / "q.json"
     proc = subprocess.run(
-        [str(ROOT / ".venv/bin/qsweep"), "train", str(ROOT / "search_spaces/quickstart.yaml"),
-         "--set", "epochs=2", "--json", str(out), "--quiet"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        [
+            str(ROOT / ".venv/bin/qsweep"),
+            "train",
+            str(ROOT / "search_spaces/quickstart.yaml"),
+            "--set",
+            "epochs=2",
+            "--json",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
@@ -83,11 +106,34 @@ def test_unknown_setting_is_named(tmp_path, capsys):
 
 
 def test_circuit_exports_qasm_whose_simulation_matches_the_expectations(tmp_path):
-    cfg = write(tmp_path, "fixed: {qubits: 3, encoder_layers: 1, reuploads: 2, main_layers: 1, connectivity: 2}\n")
+    cfg = write(
+        tmp_path,
+        "fixed: {qubits: 3, encoder_layers: 1, reuploads: 2, main_layers: 1, connectivity: 2}\n",
+    )
     qasm, expval = tmp_path / "c.qasm", tmp_path / "z.json"
-    assert main(["circuit", str(cfg), "--qasm", str(qasm), "--expval", str(expval), "--seed", "3", "--dim", "8"]) == 0
+    assert (
+        main(
+            [
+                "circuit",
+                str(cfg),
+                "--qasm",
+                str(qasm),
+                "--expval",
+                str(expval),
+                "--seed",
+                "3",
+                "--dim",
+                "8",
+            ]
+        )
+        == 0
+    )
     text = qasm.read_text()
-    assert text.startswith("OPENQASM 2.0;") and 'include "qelib1.inc";' in text and "qreg q[3];" in text
+    assert (
+        text.startswith("OPENQASM 2.0;")
+        and 'include "qelib1.inc";' in text
+        and "qreg q[3];" in text
+    )
     z = json.loads(expval.read_text())["z"]
     assert len(z) == 3
     np.testing.assert_allclose(z, simulate_qasm_z(text, 3), atol=1e-5)
@@ -95,21 +141,30 @@ def test_circuit_exports_qasm_whose_simulation_matches_the_expectations(tmp_path
 
 def test_circuit_refuses_classical_heads(tmp_path, capsys):
     cfg = write(tmp_path, "fixed: {head: mlp}\n")
-    assert main(["circuit", str(cfg), "--qasm", str(tmp_path / "a"), "--expval", str(tmp_path / "b")]) == 2
+    assert (
+        main(["circuit", str(cfg), "--qasm", str(tmp_path / "a"), "--expval", str(tmp_path / "b")])
+        == 2
+    )
     assert "has no quantum circuit" in capsys.readouterr().err
 
 
 # --- an independent OpenQASM 2.0 reader for the gates qsweep emits (dense numpy) -------------
 def _u3(theta, phi, lam):
     c, s = math.cos(theta / 2), math.sin(theta / 2)
-    return np.array([[c, -np.exp(1j * lam) * s], [np.exp(1j * phi) * s, np.exp(1j * (phi + lam)) * c]])
+    return np.array(
+        [[c, -np.exp(1j * lam) * s], [np.exp(1j * phi) * s, np.exp(1j * (phi + lam)) * c]]
+    )
 
 
 GATES_1Q = {
     "x": lambda: np.array([[0, 1], [1, 0]], complex),
     "h": lambda: np.array([[1, 1], [1, -1]], complex) / math.sqrt(2),
-    "rx": lambda t: np.array([[math.cos(t / 2), -1j * math.sin(t / 2)], [-1j * math.sin(t / 2), math.cos(t / 2)]]),
-    "ry": lambda t: np.array([[math.cos(t / 2), -math.sin(t / 2)], [math.sin(t / 2), math.cos(t / 2)]], complex),
+    "rx": lambda t: np.array(
+        [[math.cos(t / 2), -1j * math.sin(t / 2)], [-1j * math.sin(t / 2), math.cos(t / 2)]]
+    ),
+    "ry": lambda t: np.array(
+        [[math.cos(t / 2), -math.sin(t / 2)], [math.sin(t / 2), math.cos(t / 2)]], complex
+    ),
     "rz": lambda t: np.diag([np.exp(-0.5j * t), np.exp(0.5j * t)]),
     "u3": _u3,
     "u": _u3,
@@ -146,12 +201,18 @@ def simulate_qasm_z(text: str, n: int) -> np.ndarray:
     cz = np.diag([1, 1, 1, -1]).astype(complex)
     for raw in text.splitlines():
         line = raw.split("//")[0].strip().rstrip(";")
-        if not line or line.startswith(("OPENQASM", "include", "qreg", "creg", "measure", "barrier")):
+        if not line or line.startswith(
+            ("OPENQASM", "include", "qreg", "creg", "measure", "barrier")
+        ):
             continue
         m = re.match(r"(\w+)\s*(?:\(([^)]*)\))?\s+(.*)", line)
         name, params, args = m.group(1), m.group(2), m.group(3)
         qubits = [int(q) for q in re.findall(r"q\[(\d+)\]", args)]
-        values = [float(eval(p, {"__builtins__": {}, "pi": math.pi})) for p in params.split(",")] if params else []
+        values = (
+            [float(eval(p, {"__builtins__": {}, "pi": math.pi})) for p in params.split(",")]
+            if params
+            else []
+        )
         if name == "cx":
             gate = cx
         elif name == "cz":
@@ -169,10 +230,15 @@ def simulate_qasm_z(text: str, n: int) -> np.ndarray:
 
 def test_qasm_reader_itself_matches_a_known_circuit():
     # ry(pi/2) on q[0] then cx q[0],q[1]: Bell-like state, <Z0> = <Z1> = 0; rx(pi) on q[2] flips it: <Z2> = -1.
-    text = "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[3];\nry(pi/2) q[0];\ncx q[0],q[1];\nrx(pi) q[2];\n"
+    text = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[3];\nry(pi/2) q[0];\ncx q[0],q[1];\nrx(pi) q[2];\n'
     np.testing.assert_allclose(simulate_qasm_z(text, 3), [0, 0, -1], atol=1e-12)
 
 
 def test_help_lists_the_commands():
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0 and "train" in proc.stdout and "circuit" in proc.stdout

@@ -10,7 +10,14 @@ from model.errors import ConfigError
 
 def test_defaults_are_the_papers_ten_qubit_single_encoder_head():
     c = TrialConfig()
-    assert (c.qubits, c.encoders, c.reuploads, c.reupload_layers, c.main_layers, c.connectivity) == (10, 1, 4, 1, 2, 1)
+    assert (
+        c.qubits,
+        c.encoders,
+        c.reuploads,
+        c.reupload_layers,
+        c.main_layers,
+        c.connectivity,
+    ) == (10, 1, 4, 1, 2, 1)
     assert c.batch_size == 16 and c.epochs == 800 and c.final_linear
 
 
@@ -24,7 +31,10 @@ def test_yaml_numbers_are_coerced_to_the_field_type():
     [
         ({"qbits": 3}, "unknown setting fixed.qbits"),
         ({"head": "transformer"}, "fixed.head = 'transformer' is not allowed; allowed: quantum"),
-        ({"qubits": 4, "connectivity": 4}, "fixed.connectivity = 4 is not allowed for qubits = 4; allowed: 1..3"),
+        (
+            {"qubits": 4, "connectivity": 4},
+            "fixed.connectivity = 4 is not allowed for qubits = 4; allowed: 1..3",
+        ),
         ({"noise_p1": 1.5}, "fixed.noise_p1 = 1.5 is not a probability"),
         ({"qubits": "many"}, "fixed.qubits = 'many' is not an integer"),
         ({"final_linear": 3}, "fixed.final_linear = 3 is not a boolean"),
@@ -40,7 +50,9 @@ def test_errors_name_key_value_and_allowed(values, needle):
 
 def test_data_config_validation():
     assert DataConfig.from_dict({"source": "demo", "n_per_class": 10}).n_per_class == 10
-    with pytest.raises(ConfigError, match="data.protocol = 'fewshot' is not allowed; allowed: paper, splits"):
+    with pytest.raises(
+        ConfigError, match="data.protocol = 'fewshot' is not allowed; allowed: paper, splits"
+    ):
         DataConfig.from_dict({"protocol": "fewshot"})
     with pytest.raises(ConfigError, match="data.val_fraction = 1.0"):
         DataConfig.from_dict({"val_fraction": 1})
@@ -52,5 +64,9 @@ def test_replace_revalidates():
 
 
 def test_parse_value_reads_yaml_scalars():
-    assert parse_value("1e-3") == 0.001 and parse_value("true") is True and parse_value("[1, 2]") == [1, 2]
+    assert (
+        parse_value("1e-3") == 0.001
+        and parse_value("true") is True
+        and parse_value("[1, 2]") == [1, 2]
+    )
     assert parse_value("rot") == "rot"

@@ -34,7 +34,15 @@ def test_mlp_learns_separable_data_and_reports_every_epoch():
     cfg = TrialConfig(head="mlp", hidden=8, epochs=15, batch_size=16, learning_rate=0.01)
     result = fit(cfg, data, on_epoch=seen.append)
     assert [m["epoch"] for m in seen] == list(range(1, 16))
-    assert set(seen[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "elapsed_s"}
+    assert set(seen[0]) == {
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "elapsed_s",
+    }
     # Bayes accuracy for sep=2.5 is Phi(1.25) = 0.894; a trained head gets near it.
     assert result.test_accuracy > 0.8
     assert result.n_params == 16 * 8 + 8 + 8 * 2 + 2

@@ -26,10 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="YAML file with 'fixed'/'trial' settings (a study file works)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--qasm", metavar="OUT.qasm", required=True, help="where to write the OpenQASM 2.0 circuit")
-    p.add_argument("--expval", metavar="OUT.json", required=True, help="where to write {'z': [...]} ")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the input (default 0)")
-    p.add_argument("--dim", type=int, default=768, help="embedding width of the random input (default 768)")
+    p.add_argument(
+        "--qasm", metavar="OUT.qasm", required=True, help="where to write the OpenQASM 2.0 circuit"
+    )
+    p.add_argument(
+        "--expval", metavar="OUT.json", required=True, help="where to write {'z': [...]} "
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the initial weights and the input (default 0)"
+    )
+    p.add_argument(
+        "--dim", type=int, default=768, help="embedding width of the random input (default 768)"
+    )
     p.set_defaults(func=run)
 
 
@@ -59,9 +67,24 @@ def run(args: argparse.Namespace) -> int:
     Path(args.qasm).parent.mkdir(parents=True, exist_ok=True)
     Path(args.qasm).write_text(qasm)
     Path(args.expval).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.expval).write_text(json.dumps({"z": [float(v) for v in z], "qubits": trial.qubits, "seed": args.seed}, indent=2))
-    n_gates = sum(1 for line in qasm.splitlines() if line and not line.startswith(("OPENQASM", "include", "qreg", "creg", "measure", "//", "barrier")))
-    print(f"wrote {args.qasm} ({trial.qubits} qubits, {n_gates} gates) and {args.expval}", file=sys.stderr)
+    Path(args.expval).write_text(
+        json.dumps(
+            {"z": [float(v) for v in z], "qubits": trial.qubits, "seed": args.seed}, indent=2
+        )
+    )
+    n_gates = sum(
+        1
+        for line in qasm.splitlines()
+        if line
+        and not line.startswith(("OPENQASM", "include", "qreg", "creg", "measure", "//", "barrier"))
+    )
+    print(
+        f"wrote {args.qasm} ({trial.qubits} qubits, {n_gates} gates) and {args.expval}",
+        file=sys.stderr,
+    )
     if trial.shots or trial.noise_p1 or trial.noise_p2:
-        print("note: shots and gate noise are not part of the exported circuit; the expectations are exact.", file=sys.stderr)
+        print(
+            "note: shots and gate noise are not part of the exported circuit; the expectations are exact.",
+            file=sys.stderr,
+        )
     return 0

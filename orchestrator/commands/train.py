@@ -1,6 +1,6 @@
 """``qsweep train CONFIG.yaml``: one trial, no Ray, no MLflow.
 
-    qsweep train search_spaces/quickstart.yaml --set epochs=20 --json out.json
+qsweep train search_spaces/quickstart.yaml --set epochs=20 --json out.json
 """
 
 from __future__ import annotations
@@ -35,8 +35,16 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a trial setting (e.g. qubits=12) or a data setting (data.n_per_class=64); repeatable",
     )
-    p.add_argument("--data", metavar="DIR|hf:NAME|demo", help="labelled sentences: a local directory, a hub data set or the demo set")
-    p.add_argument("--encoder", metavar="NAME|PATH", help="sentence encoder: hub name, local directory or 'minilm'")
+    p.add_argument(
+        "--data",
+        metavar="DIR|hf:NAME|demo",
+        help="labelled sentences: a local directory, a hub data set or the demo set",
+    )
+    p.add_argument(
+        "--encoder",
+        metavar="NAME|PATH",
+        help="sentence encoder: hub name, local directory or 'minilm'",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
 
     print(f"head            {trial.head} ({_describe(trial)})")
-    print(f"val accuracy    {result.val_accuracy:.4f}  (best epoch {result.best_epoch} of {result.epochs_run})")
+    print(
+        f"val accuracy    {result.val_accuracy:.4f}  (best epoch {result.best_epoch} of {result.epochs_run})"
+    )
     print(f"test accuracy   {result.test_accuracy:.4f}  ({sizes['test']} sentences)")
     print(f"parameters      {result.n_params}")
     print(f"wall time       {result.wall_time_s:.1f} s on {result.device}")
