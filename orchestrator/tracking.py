@@ -1,8 +1,9 @@
 """MLflow logging for studies: the ONLY module that imports mlflow.
 
 One experiment per study (name = study name), one run per trial (run name = trial id)
-with the trial's config as params, per-epoch metrics (step = epoch), final metrics and
-``qsweep.*`` tags. Everything is logged from the driver with an ``MlflowClient``.
+with the trial's config as params, per-epoch curves under ``epoch/<name>`` (step =
+epoch), final metrics under their plain names (``val_accuracy`` is the best epoch's, as
+in trials.parquet, so the runs table shows the same numbers) and ``qsweep.*`` tags. Everything is logged from the driver with an ``MlflowClient``.
 
     uri = default_tracking_uri(Path("results/quickstart"))   # sqlite:///.../mlflow.db
     check_tracking_uri(uri)                                 # ServiceError when unreachable
@@ -147,6 +148,9 @@ def _all_runs(client, experiment_id: str, filter_string: str = "") -> list:
             return runs
 
 
+EPOCH_PREFIX = "epoch/"  # per-epoch curves; plain names hold the trial's final values
+
+
 # ------------------------------------------------------------------------------------
 class TrialLogger:
     """Driver-side MLflow logging of a study's trials (one run per trial id)."""
@@ -195,7 +199,7 @@ class TrialLogger:
             return
         now = int(time.time() * 1000)
         batch = [
-            Metric(k, float(v), now, int(step))
+            Metric(f"{EPOCH_PREFIX}{k}", float(v), now, int(step))
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"
         ]
