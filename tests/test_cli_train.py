@@ -75,7 +75,9 @@ def test_train_quickstart_config_with_offline_minilm(tmp_path, cache):
             "train",
             str(ROOT / "search_spaces/quickstart.yaml"),
             "--set",
-            "epochs=2",
+            "epochs=60",
+            "--set",
+            "learning_rate=0.03",
             "--json",
             str(out),
             "--quiet",
@@ -87,8 +89,9 @@ def test_train_quickstart_config_with_offline_minilm(tmp_path, cache):
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
-    assert doc["config"]["epochs"] == 2 and doc["data"]["encoder"] == "minilm"
-    assert doc["result"]["test_accuracy"] > 0.5
+    assert doc["config"]["epochs"] == 60 and doc["data"]["encoder"] == "minilm"
+    # 300 test sentences: chance is 0.5 +- 0.03, so 0.6 means the head learned something.
+    assert doc["result"]["test_accuracy"] > 0.6
 
 
 def test_bad_yaml_names_file_and_line(tmp_path, capsys):
