@@ -256,7 +256,10 @@ def status_summary(study: StudyData) -> tuple[dict[str, Any], pd.DataFrame]:
     seeds = study.meta.get("seeds")
     if seeds is None and "seed" in table:
         seeds = sorted(table["seed"].dropna().unique().tolist())
-    summary["seeds"] = ", ".join(map(str, seeds)) if seeds is not None else "-"
+    if seeds is not None:  # "3 (0, 1, 2)": how many repeats, and which seeds
+        summary["seeds"] = f"{len(seeds)} ({', '.join(map(str, seeds))})"
+    else:
+        summary["seeds"] = "-"
     bad = table[table["status"] != "completed"]
     keep = [c for c in ("trial_id", "point_id", "seed", "status", "attempts", "error") if c in bad]
     failed = bad[keep].copy()
