@@ -20,11 +20,11 @@ from model.errors import ConfigError
 __all__ = ["read_yaml", "load_trial_file", "apply_sets"]
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, *, what: str = "config file") -> dict[str, Any]:
     """Parse a YAML mapping; errors name the file, the line and what the parser said."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist.")
+        raise ConfigError(f"{what} {str(path)!r} does not exist.")
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

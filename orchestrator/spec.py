@@ -175,18 +175,10 @@ class StudySpec:
 # ------------------------------------------------------------------------------------
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a search-space YAML file."""
-    import yaml
+    from orchestrator.configfile import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search-space file {str(path)!r} does not exist.")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{path}:{where} is not valid YAML: {problem}.") from None
+    doc = read_yaml(path, what="search-space file")
     try:
         return spec_from_dict(doc, source=str(path))
     except ConfigError as err:

@@ -605,7 +605,7 @@ def test_logs_falls_back_to_the_recorded_output(tmp_path: Path, capsys) -> None:
 def test_study_without_name_is_a_config_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("description: no name\n")
-    with pytest.raises(ConfigError, match="no top-level `name`"):
+    with pytest.raises(ConfigError, match="name = None is not allowed; give a study name"):
         slurm_cmd.run(_parse(["slurm", "submit", str(bad), "--dry-run"]))
 
 

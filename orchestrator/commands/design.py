@@ -78,29 +78,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def read_factors_and_search(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``factors`` and ``search`` of a study file (validated by orchestrator.spec when present)."""
-    from model.errors import ConfigError
+    """``factors`` and ``search`` of a study file, validated by ``orchestrator.spec``."""
+    from orchestrator.spec import load_spec
 
-    try:
-        from orchestrator.spec import load_spec
-    except ImportError:
-        load_spec = None
-    if load_spec is not None:
-        spec = load_spec(path)
-        return dict(spec.factors), {**spec.search.to_dict(), "seed": spec.search.seed}
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"study file {str(path)!r} does not exist.")
-    doc = yaml.safe_load(path.read_text()) or {}
-    factors, search = doc.get("factors"), doc.get("search") or {"kind": "full"}
-    if not isinstance(factors, dict) or not factors:
-        raise ConfigError(f"{path}: factors = {factors!r}; give a mapping of factor to levels.")
-    if not isinstance(search, dict):
-        raise ConfigError(
-            f"{path}: search = {search!r} must be a mapping, e.g. {{kind: fracfact}}."
-        )
-    return factors, search
+    spec = load_spec(path)
+    return dict(spec.factors), {**spec.search.to_dict(), "seed": spec.search.seed}
 
 
 def _text_table(table) -> str:

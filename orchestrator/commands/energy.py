@@ -137,18 +137,9 @@ def load_trial_config(path: str | None, overrides: list[str]):
 
 
 def _read_trial_mapping(path: Path) -> tuple[dict[str, Any], str]:
-    import yaml
+    from orchestrator.configfile import read_yaml
 
-    if not path.is_file():
-        raise ConfigError(f"--config {str(path)!r} does not exist or is not a file.")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--config {str(path)!r} is not valid YAML: {err}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(
-            f"--config {str(path)!r} must be a YAML mapping with a 'trial:' or 'fixed:' key."
-        )
+    doc = read_yaml(path, what="--config")
     values: dict[str, Any] = {}
     found = []
     for key in ("fixed", "trial"):

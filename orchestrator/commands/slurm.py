@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from model.errors import ConfigError, ServiceError
+from model.errors import ServiceError
 
 TAIL_LINES = 20
 
@@ -116,18 +116,10 @@ def run(args: argparse.Namespace, client: object | None = None) -> int:
 
 
 def _study_name(path: Path) -> str:
-    import yaml
+    """The study's name, after validating the whole file (errors surface before sbatch)."""
+    from orchestrator.spec import load_spec
 
-    if not path.is_file():
-        raise ConfigError(f"study file {path} does not exist")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"study file {path} is not valid YAML: {err}") from err
-    name = spec.get("name") if isinstance(spec, dict) else None
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"study file {path} has no top-level `name` (the study name)")
-    return name
+    return load_spec(path).name
 
 
 def _submit(args: argparse.Namespace, client) -> int:
