@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import TrialConfig
-from model.errors import ConfigError, DataError
+from model.errors import ConfigError
 from model.types import EmbeddedSplits, TrialResult
 
 __all__ = ["fit", "resolve_device", "evaluate", "count_parameters"]
@@ -60,7 +60,7 @@ def fit(
     "train_accuracy", "val_loss", "val_accuracy", "lr", "elapsed_s"}``; drivers use it
     to report progress (and may stop the trial by raising).
     """
-    _check_data(data)
+    data.check_trainable()
     if config.head in ("logreg", "svc"):
         from model.heads.baselines import fit_baseline
 
@@ -174,15 +174,3 @@ def _energy(config: TrialConfig) -> dict[str, float]:
     from model.energy import inference_energy
 
     return {k: float(v) for k, v in inference_energy(config).items()}
-
-
-def _check_data(data: EmbeddedSplits) -> None:
-    for split in ("train", "val"):
-        if len(getattr(data, f"y_{split}")) == 0:
-            raise DataError(
-                f"the {split} split is empty; a trial needs labelled {split} sentences "
-                "(check data.n_per_class and data.val_fraction)."
-            )
-    labels = np.unique(data.y_train)
-    if not set(labels.tolist()) <= {0, 1}:
-        raise DataError(f"training labels must be 0/1, found {labels.tolist()}.")

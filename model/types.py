@@ -45,6 +45,20 @@ class EmbeddedSplits:
     def dim(self) -> int:
         return int(self.x_train.shape[1])
 
+    def check_trainable(self) -> None:
+        """DataError unless train and validation hold rows and the training labels are 0/1."""
+        from model.errors import DataError
+
+        for split in ("train", "val"):
+            if len(getattr(self, f"y_{split}")) == 0:
+                raise DataError(
+                    f"the {split} split is empty; a trial needs labelled {split} sentences "
+                    "(check data.n_per_class and data.val_fraction)."
+                )
+        labels = np.unique(self.y_train)
+        if not set(labels.tolist()) <= {0, 1}:
+            raise DataError(f"training labels must be 0/1, found {labels.tolist()}.")
+
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
 

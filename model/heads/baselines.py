@@ -106,12 +106,7 @@ def _make(config: TrialConfig, point: dict[str, Any]):
 
 
 def _check(data: EmbeddedSplits) -> None:
-    for split in ("train", "val"):
-        if len(getattr(data, f"y_{split}")) == 0:
-            raise DataError(
-                f"the {split} split is empty; the baselines fit on train and choose C on validation "
-                "(check data.n_per_class and data.val_fraction)."
-            )
+    data.check_trainable()
     labels = np.unique(data.y_train)
     if len(labels) < 2:
         raise DataError(
