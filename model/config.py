@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.errors import ConfigError
+from model.heads.registry import HEADS, is_quantum
 
 __all__ = [
     "TrialConfig",
@@ -24,7 +25,6 @@ __all__ = [
     "parse_value",
 ]
 
-HEADS = ("quantum", "mlp_encoder", "mlp", "logreg", "svc")
 ROTATIONS = ("rot", "ry")
 COMBINES = ("mean", "linear")
 PROTOCOLS = ("paper", "splits")
@@ -40,7 +40,7 @@ class TrialConfig:
     C connectivity.
     """
 
-    head: str = "quantum"  # quantum | mlp_encoder (MLP in place of the sQE) | mlp | logreg | svc
+    head: str = "quantum"  # quantum | mlp_encoder | mlp | logreg | svc (model.heads.registry)
     # --- quantum head -------------------------------------------------------------
     qubits: int = 10  # register size of every sQE and of the PQC
     encoders: int = 1  # E simulated quantum encoders (multi-sQE when > 1)
@@ -85,7 +85,7 @@ class TrialConfig:
 
     @property
     def is_quantum(self) -> bool:
-        return self.head in ("quantum", "mlp_encoder")
+        return is_quantum(self.head)
 
     def validate(self) -> None:
         _choice(self, "head", HEADS)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from model.config import HEADS, TrialConfig
+from model.config import TrialConfig
 from model.errors import ConfigError
+from model.heads import registry
 
 __all__ = ["build_head"]
 
@@ -13,22 +14,16 @@ __all__ = ["build_head"]
 def build_head(config: TrialConfig, input_dim: int) -> nn.Module:
     """The nn.Module for ``config.head``: forward (B, input_dim) -> logits (B, 2).
 
-    mlp -> :class:`model.heads.classical.MLPHead`; quantum, mlp_encoder ->
-    ``model.heads.quantum.QuantumHead``. logreg and svc are fitted by
+    The class comes from :mod:`model.heads.registry` (``mlp`` ->
+    :class:`model.heads.classical.MLPHead`; ``quantum``, ``mlp_encoder`` ->
+    ``model.heads.quantum.QuantumHead``). sklearn heads (logreg, svc) are fitted by
     :func:`model.heads.baselines.fit_baseline`, not trained by gradient descent.
     """
-    if config.head == "mlp":
-        from model.heads.classical import MLPHead
-
-        return MLPHead(config, input_dim)
-    if config.head in ("quantum", "mlp_encoder"):
-        from model.heads.quantum import QuantumHead
-
-        return QuantumHead(config, input_dim)
-    if config.head in ("logreg", "svc"):
+    spec = registry.head_spec(config.head)
+    if not spec.gradient_trained:
         raise ConfigError(
             f"trial.head = {config.head!r} is a scikit-learn baseline: it is fitted by "
             "model.heads.baselines.fit_baseline, not trained by gradient descent; "
-            "heads built here: mlp, quantum, mlp_encoder."
+            f"heads built here: {', '.join(registry.TORCH_HEADS)}."
         )
-    raise ConfigError(f"trial.head = {config.head!r} is not allowed; allowed: {', '.join(HEADS)}.")
+    return registry.load(config.head)(config, input_dim)

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from model.heads.registry import is_sklearn
+
 __all__ = ["register", "run", "plan_text", "seconds_per_epoch"]
 
 # Calibration of the statevector cost model (NOTES.md): 14 qubits, batch 16, 6 layers of
@@ -144,7 +146,7 @@ def seconds_per_epoch(cfg, n_train: int, n_val: int) -> float:
     pass; ``ry`` rotations 0.64x of ``rot``; density-matrix noise and shots not modelled.
     MLP heads: 2 ms per epoch. sklearn heads: one epoch of 2 s.
     """
-    if cfg.head in ("logreg", "svc"):
+    if is_sklearn(cfg.head):
         return 2.0
     if cfg.head == "mlp":
         return 0.002 + 2e-6 * n_train
@@ -253,15 +255,14 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
     out.append(f"retries per failing trial: {spec.retries}")
 
     measured = _measured_s_per_epoch(study_dir)
-    epochs = sum(1 if c.head in ("logreg", "svc") else c.epochs for c in configs)
+    epochs = sum(1 if is_sklearn(c.head) else c.epochs for c in configs)
     if measured is not None:
         total = epochs * measured / concurrency
         how = f"measured: median {measured:.3g} s/epoch of the completed trials in {study_dir}/trials.parquet"
     else:
         total = (
             sum(
-                (1 if c.head in ("logreg", "svc") else c.epochs)
-                * seconds_per_epoch(c, n_train, n_val)
+                (1 if is_sklearn(c.head) else c.epochs) * seconds_per_epoch(c, n_train, n_val)
                 for c in configs
             )
             / concurrency

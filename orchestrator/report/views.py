@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from model.errors import QsweepError
+from model.heads.registry import QUANTUM_HEADS
 from orchestrator.report.effects import level_order
 from orchestrator.report.study import CONFIG_FIELDS, StudyData
 
@@ -32,9 +33,6 @@ __all__ = [
     "status_summary",
     "incomplete_points",
 ]
-
-QUANTUM_HEADS = ("quantum", "mlp_encoder")
-CLASSICAL_HEADS = ("mlp", "logreg", "svc")
 
 
 def raw(frame: pd.DataFrame, column: str) -> pd.Series:
