@@ -8,7 +8,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TextSplits", "EmbeddedSplits", "TrialResult"]
+__all__ = ["TextSplits", "EmbeddedSplits", "TrialResult", "FINAL_METRICS", "EPOCH_METRICS"]
+
+# The final metrics of one trial, name -> Python type: the one definition that
+# TrialResult.summary(), the trials.parquet columns, the MLflow final metrics and the
+# Ray driver's rows derive from. Adding a metric: add it here and set it in fit().
+FINAL_METRICS: dict[str, type] = {
+    "val_accuracy": float,  # best epoch's validation accuracy, in [0, 1]
+    "test_accuracy": float,  # with the best epoch's weights
+    "best_epoch": int,  # 1-based; 0 for sklearn baselines
+    "epochs_run": int,
+    "n_params": int,  # trainable scalars
+    "wall_time_s": float,
+    "qpu_energy_j": float,  # per inference; quantum heads only (TrialResult.energy)
+    "gpu_energy_j": float,  # per inference; quantum heads only (TrialResult.energy)
+}
+# Keys of the per-epoch dict that fit() passes to on_epoch (besides "epoch").
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "elapsed_s")
 
 
 @dataclass(frozen=True)
@@ -91,14 +107,7 @@ class TrialResult:
 
     def summary(self) -> dict[str, Any]:
         """Flat scalars for printing, JSON and result tables (no history)."""
-        out = {
-            "val_accuracy": self.val_accuracy,
-            "test_accuracy": self.test_accuracy,
-            "best_epoch": self.best_epoch,
-            "epochs_run": self.epochs_run,
-            "n_params": self.n_params,
-            "wall_time_s": self.wall_time_s,
-            "device": self.device,
-        }
-        out.update(self.energy)
+        out = {name: getattr(self, name) for name in FINAL_METRICS if hasattr(self, name)}
+        out["device"] = self.device
+        out.update(self.energy)  # the energy metrics, and the other estimates of one inference
         return out

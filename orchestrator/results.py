@@ -21,6 +21,7 @@ from typing import Any
 
 from model.config import TrialConfig
 from model.errors import ConfigError, ServiceError
+from model.types import FINAL_METRICS
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -43,14 +44,7 @@ RESULT_COLUMNS = (
     "status",
     "error",
     "attempts",
-    "val_accuracy",
-    "test_accuracy",
-    "best_epoch",
-    "epochs_run",
-    "n_params",
-    "wall_time_s",
-    "qpu_energy_j",
-    "gpu_energy_j",
+    *FINAL_METRICS,  # model.types: val_accuracy, test_accuracy, ..., gpu_energy_j
     "device",
     "started_at",
     "finished_at",
@@ -138,20 +132,10 @@ def _schema():
     if _SCHEMA is None:
         import pyarrow as pa
 
-        kinds = {
-            "seed": pa.int64(),
-            "attempts": pa.int64(),
-            "best_epoch": pa.int64(),
-            "epochs_run": pa.int64(),
-            "n_params": pa.int64(),
-            "val_accuracy": pa.float64(),
-            "test_accuracy": pa.float64(),
-            "wall_time_s": pa.float64(),
-            "qpu_energy_j": pa.float64(),
-            "gpu_energy_j": pa.float64(),
-        }
-        fields = [pa.field(name, kinds.get(name, pa.string())) for name in RESULT_COLUMNS]
         arrow = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+        kinds = {"seed": pa.int64(), "attempts": pa.int64()}
+        kinds.update({name: arrow[kind] for name, kind in FINAL_METRICS.items()})
+        fields = [pa.field(name, kinds.get(name, pa.string())) for name in RESULT_COLUMNS]
         for f in dataclasses.fields(TrialConfig):
             if f.name in CONFIG_COLUMNS:
                 fields.append(pa.field(f.name, arrow[type(f.default)]))

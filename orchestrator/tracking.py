@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import ServiceError
+from model.types import FINAL_METRICS as TRIAL_METRICS
 
 __all__ = [
     "default_tracking_uri",
@@ -37,17 +38,9 @@ __all__ = [
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-FINAL_METRICS = (
-    "val_accuracy",
-    "test_accuracy",
-    "best_epoch",
-    "epochs_run",
-    "n_params",
-    "wall_time_s",
-    "qpu_energy_j",
-    "gpu_energy_j",
-    "attempts",
-)
+# A trial's final metrics (model.types.FINAL_METRICS) plus the driver's attempt count.
+_METRIC_TYPES: dict[str, type] = {**TRIAL_METRICS, "attempts": int}
+FINAL_METRICS = tuple(_METRIC_TYPES)
 _STATUS = {"completed": "FINISHED", "stopped": "FINISHED", "failed": "FAILED"}
 _TAG_MAX = 4000
 
@@ -336,11 +329,7 @@ def load_trial_runs(tracking_uri: str, study: str):
         for key in FINAL_METRICS:
             if key in run.data.metrics:
                 value = run.data.metrics[key]
-                row[key] = (
-                    int(value)
-                    if key in ("best_epoch", "epochs_run", "n_params", "attempts")
-                    else value
-                )
+                row[key] = int(value) if _METRIC_TYPES[key] is int else value
         for key, text in run.data.params.items():
             if key in defaults and key != "seed":
                 row[key] = _typed(text, defaults[key])

@@ -39,7 +39,7 @@ from ray.tune import Callback, RunConfig, Stopper, TuneConfig, Tuner  # noqa: E4
 
 from model.config import TrialConfig
 from model.errors import ConfigError, ServiceError
-from model.types import EmbeddedSplits
+from model.types import EPOCH_METRICS, FINAL_METRICS, EmbeddedSplits
 from orchestrator.progress import Progress
 from orchestrator.results import (
     ResultsTable,
@@ -253,7 +253,7 @@ class _StudyCallback(Callback):
         value = result.get("val_accuracy")
         if isinstance(value, (int, float)) and (live.best is None or value > live.best):
             live.best, live.best_epoch = float(value), epoch
-        metrics = {k: v for k, v in result.items() if k in _EPOCH_KEYS}
+        metrics = {k: v for k, v in result.items() if k in EPOCH_METRICS}
         self.logger.log_epoch(live.trial_id, metrics, step=epoch)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -308,8 +308,7 @@ class _StudyCallback(Callback):
             finished_at=utc_now(),
         )
         if status == "completed":
-            for key in ("val_accuracy", "test_accuracy", "best_epoch", "epochs_run", "n_params",
-                        "wall_time_s", "qpu_energy_j", "gpu_energy_j", "device"):  # fmt: skip
+            for key in (*FINAL_METRICS, "device"):
                 row[key] = _plain(last.get(key))
         elif status == "stopped":
             row.update(
@@ -325,9 +324,6 @@ class _StudyCallback(Callback):
         self.stopped += status == "stopped"
         value = row.get(self.spec.metric) if self.spec.metric in row else last.get(self.spec.metric)
         self.progress.finished(live.trial_id, status, _plain(value), time.monotonic() - live.t0)
-
-
-_EPOCH_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "elapsed_s")
 
 
 # ------------------------------------------------------------------------------------
