@@ -29,13 +29,38 @@ import numpy as np
 
 from model.errors import ConfigError
 
-__all__ = ["KINDS", "design_points", "design_matrix", "aliasing", "factor_levels"]
+__all__ = [
+    "KINDS",
+    "SEARCH_KINDS",
+    "design_kind",
+    "full_factorial",
+    "design_points",
+    "design_matrix",
+    "aliasing",
+    "factor_levels",
+]
 
-KINDS = ("full", "fracfact", "pb", "lhs")
+KINDS = ("full", "fracfact", "pb", "lhs")  # the designs
+# Every search.kind of a study file: grid is the full factorial, optuna samples (Ray Tune).
+SEARCH_KINDS = ("grid", "optuna", *KINDS)
 _RANGE_KEYS = {"low", "high", "log"}
 
 
 # ------------------------------------------------------------------------------------
+def design_kind(kind: str | None) -> str | None:
+    """The design a search kind stands for: ``grid`` is ``full``; other kinds unchanged."""
+    return "full" if kind == "grid" else kind
+
+
+def full_factorial(levels: dict[str, list]) -> list[dict[str, Any]]:
+    """Every combination of listed levels, the last factor varying fastest; ``{}`` -> ``[{}]``."""
+    names = list(levels)
+    return [
+        dict(zip(names, combo, strict=True))
+        for combo in itertools.product(*(levels[n] for n in names))
+    ]
+
+
 def design_points(
     factors: dict[str, list | dict],
     kind: str,
@@ -48,7 +73,6 @@ def design_points(
     _check_factors(factors)
     names = list(factors)
     if kind == "full":
-        levels = []
         for name in names:
             spec = factors[name]
             if isinstance(spec, dict):
@@ -56,8 +80,7 @@ def design_points(
                     f"factors.{name} = {spec!r} is a range; a full factorial needs listed levels "
                     "(e.g. [0.001, 0.01]); use kind lhs to sample a range."
                 )
-            levels.append(spec)
-        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*levels)]
+        return full_factorial(factors)
     if kind in ("fracfact", "pb"):
         matrix = design_matrix(factors, kind, resolution=resolution)
         two = {name: _two_levels(name, factors[name], kind) for name in names}

@@ -12,7 +12,6 @@ gives the file, line and parser message. Factor names are ``TrialConfig`` field 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Any
 
 from model.config import DataConfig, TrialConfig
 from model.errors import ConfigError
+from orchestrator.design import KINDS as DOE_KINDS
+from orchestrator.design import SEARCH_KINDS, design_points, full_factorial
 
 __all__ = [
     "StudySpec",
@@ -33,8 +34,6 @@ __all__ = [
     "TRIAL_FIELDS",
 ]
 
-SEARCH_KINDS = ("grid", "optuna", "full", "fracfact", "pb", "lhs")
-DOE_KINDS = ("full", "fracfact", "pb", "lhs")
 SAMPLERS = ("tpe", "random", "cmaes")
 # What fit() reports every epoch (and in its final summary); the search optimises one of them.
 METRICS = {"val_accuracy": "max", "val_loss": "min", "train_accuracy": "max", "train_loss": "min"}
@@ -121,12 +120,8 @@ class StudySpec:
     def points(self) -> list[dict[str, Any]]:
         """Factor settings of every point (grid/DOE); empty for optuna."""
         if self.search.kind == "grid":
-            names = list(self.factors)
-            combos = itertools.product(*(self.factors[n] for n in names))
-            return [dict(zip(names, combo, strict=True)) for combo in combos]
+            return full_factorial(self.factors)
         if self.search.kind in DOE_KINDS:
-            from orchestrator.design import design_points
-
             return design_points(
                 dict(self.factors),
                 self.search.kind,

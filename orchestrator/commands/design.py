@@ -13,6 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from orchestrator.design import KINDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "file's search section.",
     )
     p.add_argument("space", metavar="SPACE.yaml", help="study file with 'factors' and 'search'")
-    p.add_argument("--kind", choices=("full", "fracfact", "pb", "lhs"), help="design kind")
+    p.add_argument("--kind", choices=KINDS, help="design kind")
     p.add_argument("--resolution", type=int, help="fracfact resolution (3, 4, 5, ...)")
     p.add_argument("--samples", type=int, help="lhs: number of points")
     p.add_argument("--seed", type=int, help="lhs: seed of the Latin hypercube")
@@ -35,15 +37,15 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from model.errors import ConfigError
-    from orchestrator.design import aliasing, design_points
+    from orchestrator.design import aliasing, design_kind, design_points
 
     factors, search = read_factors_and_search(Path(args.space))
     kind = args.kind or search.get("kind")
-    kind = {"grid": "full"}.get(kind, kind)
+    kind = design_kind(kind)
     resolution = args.resolution if args.resolution is not None else search.get("resolution")
     samples = args.samples if args.samples is not None else search.get("samples")
     seed = args.seed if args.seed is not None else int(search.get("seed") or 0)
-    if kind not in ("full", "fracfact", "pb", "lhs"):
+    if kind not in KINDS:
         raise ConfigError(
             f"search.kind = {kind!r} in {args.space} is not a design; allowed: full (grid), "
             "fracfact, pb, lhs. Pass --kind to choose one."
