@@ -15,13 +15,17 @@ import dataclasses
 import datetime as dt
 import fcntl
 import json
+import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.config import TrialConfig
 from model.errors import ConfigError, ServiceError
 from model.types import FINAL_METRICS
+
+if TYPE_CHECKING:
+    from orchestrator.spec import StudySpec
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -29,6 +33,10 @@ __all__ = [
     "FINAL_STATUSES",
     "ResultsTable",
     "StudyLock",
+    "prepare_study_dir",
+    "record_study",
+    "trial_row",
+    "plain",
     "write_study_json",
     "read_study_json",
     "utc_now",
@@ -116,6 +124,74 @@ class ResultsTable:
             columns=list(_schema().names),
         )
 
+    def next_optuna_index(self) -> int:
+        """Index of the next optuna point id (``o000``, ``o001``, ...) after the rows held."""
+        ids = [
+            r["point_id"] for r in self.rows.values() if str(r.get("point_id", "")).startswith("o")
+        ]
+        return 1 + max((int(i[1:]) for i in ids if i[1:].isdigit()), default=-1)
+
+    def warm_start(self, factors, metric: str) -> tuple[list[dict[str, Any]], list[float]]:
+        """(factor settings, metric values) of the finished, not failed trials with a value.
+
+        On --resume, a fresh, identically seeded Optuna sampler is told these trials first.
+        """
+        points, rewards = [], []
+        for row in self.rows.values():
+            value = row.get(metric)
+            if row["status"] != "failed" and value is not None and not math.isnan(value):
+                points.append({name: row[name] for name in factors})
+                rewards.append(value)
+        return points, rewards
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars (from Tune domains and reports) -> Python scalars."""
+    return (
+        value.item()
+        if hasattr(value, "item") and not isinstance(value, (list, dict, str))
+        else value
+    )
+
+
+def trial_row(
+    config: dict[str, Any],
+    *,
+    trial_id: str,
+    point_id: str,
+    seed: int,
+    status: str,
+    started_at: str,
+    last: dict[str, Any],
+    partial: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One trials.parquet row of a finished trial.
+
+    ``config`` is the trial's full TrialConfig dict, ``last`` its final report (the
+    :data:`FINAL_METRICS`, the resolved device, ``attempts``, ``error``). A trial stopped
+    early has no final report: ``partial`` gives what was seen of it (best
+    ``val_accuracy`` so far, its ``best_epoch``, ``epochs_run``, ``wall_time_s``).
+    """
+    row: dict[str, Any] = {
+        k: v for k, v in config.items() if k != "seed"
+    }  # device: setting until resolved
+    row.update(
+        trial_id=trial_id,
+        point_id=point_id,
+        seed=seed,
+        status=status,
+        error=last.get("error") if status == "failed" else None,
+        attempts=int(last.get("attempts") or last.get("attempt") or 1),
+        started_at=started_at,
+        finished_at=utc_now(),
+    )
+    if status == "completed":
+        for key in (*FINAL_METRICS, "device"):
+            row[key] = plain(last.get(key))
+    elif status == "stopped":
+        row.update(partial or {})
+    return row
+
 
 def normalise_row(row: dict[str, Any], *, study: str) -> dict[str, Any]:
     """Every column present, in order; unknown keys dropped."""
@@ -144,6 +220,39 @@ def _schema():
 
 
 # ------------------------------------------------------------------------------------
+def prepare_study_dir(spec: StudySpec, study_dir: Path, *, resume: bool) -> None:
+    """Refuse to overwrite a study without --resume; refuse to resume a different study."""
+    contents = [p for p in study_dir.iterdir() if p.name != ".lock"] if study_dir.is_dir() else []
+    if contents and not resume:
+        raise ConfigError(
+            f"results directory {study_dir} is not empty (it holds {', '.join(sorted(p.name for p in contents)[:4])}); "
+            "pass --resume to continue that study, or pick another --results directory."
+        )
+    old = read_study_json(study_dir)
+    if resume and old is not None:
+        new = spec.study_dict()
+        for key in ("name", "factors", "fixed", "search", "seeds"):
+            if old.get(key) != new.get(key):
+                raise ConfigError(
+                    f"--resume: {study_dir}/study.json has {key} = {old.get(key)!r} but the search space says "
+                    f"{new.get(key)!r}; resume with the same file, or pick another --results directory."
+                )
+
+
+def record_study(spec: StudySpec, study_dir: Path) -> None:
+    """Write study.json (the plan; ``created_at`` kept from an earlier run)."""
+    old = read_study_json(study_dir) or {}
+    write_study_json(
+        study_dir,
+        {
+            **spec.study_dict(),
+            "created_at": old.get("created_at") or utc_now(),
+            "qsweep_version": qsweep_version(),
+            "n_trials_planned": spec.n_trials(),
+        },
+    )
+
+
 def write_study_json(study_dir: Path, info: dict[str, Any]) -> Path:
     path = Path(study_dir) / STUDY_FILE
     tmp = path.with_name(f".{STUDY_FILE}.{os.getpid()}.tmp")

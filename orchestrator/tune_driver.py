@@ -38,16 +38,17 @@ from ray import tune  # noqa: E402
 from ray.tune import Callback, RunConfig, Stopper, TuneConfig, Tuner  # noqa: E402
 
 from model.config import TrialConfig
-from model.errors import ConfigError, ServiceError
-from model.types import EPOCH_METRICS, FINAL_METRICS, EmbeddedSplits
+from model.errors import ServiceError
+from model.types import EPOCH_METRICS, EmbeddedSplits
 from orchestrator.progress import Progress
 from orchestrator.results import (
     ResultsTable,
     StudyLock,
-    qsweep_version,
-    read_study_json,
+    plain,
+    prepare_study_dir,
+    record_study,
+    trial_row,
     utc_now,
-    write_study_json,
 )
 from orchestrator.spec import StudySpec
 from orchestrator.tracking import TrialLogger, check_tracking_uri, default_tracking_uri
@@ -80,19 +81,10 @@ def _resolve_fit(ref: FitRef) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalars (from Tune domains) -> Python scalars."""
-    return (
-        value.item()
-        if hasattr(value, "item") and not isinstance(value, (list, dict, str))
-        else value
-    )
-
-
 def _trial_dict(config: dict[str, Any], fixed: dict[str, Any], seed: int) -> dict[str, Any]:
     if "qsweep" in config:  # explicit grid / DOE point
         return dict(config["qsweep"]["config"])
-    return {**fixed, **{k: _plain(v) for k, v in config.items()}, "seed": seed}
+    return {**fixed, **{k: plain(v) for k, v in config.items()}, "seed": seed}
 
 
 def _trainable(
@@ -117,7 +109,7 @@ def _trainable(
             cfg = TrialConfig.from_dict(_trial_dict(config, fixed, seed), where="trial")
 
             def on_epoch(metrics: dict[str, Any], _attempt: int = attempt) -> None:
-                tune.report({**{k: _plain(v) for k, v in metrics.items()}, "attempt": _attempt})
+                tune.report({**{k: plain(v) for k, v in metrics.items()}, "attempt": _attempt})
 
             result = fit(cfg, data, on_epoch=on_epoch)
         except Exception as err:  # noqa: BLE001 - any failure of the science is recorded
@@ -294,58 +286,32 @@ class _StudyCallback(Callback):
     def _record(self, trial, status: str, last: dict[str, Any]) -> None:
         live = self._live(trial)
         self.live.pop(trial.trial_id, None)
-        row: dict[str, Any] = {
-            k: v for k, v in live.config.items() if k != "seed"
-        }  # device: setting until resolved
-        row.update(
+        partial = dict(
+            val_accuracy=live.best,
+            best_epoch=live.best_epoch,
+            epochs_run=live.last_epoch,
+            wall_time_s=time.monotonic() - live.t0,
+        )
+        row = trial_row(
+            live.config,
             trial_id=live.trial_id,
             point_id=live.point_id,
             seed=live.seed,
             status=status,
-            error=last.get("error") if status == "failed" else None,
-            attempts=int(last.get("attempts") or last.get("attempt") or 1),
             started_at=live.started_at,
-            finished_at=utc_now(),
+            last=last,
+            partial=partial,
         )
-        if status == "completed":
-            for key in (*FINAL_METRICS, "device"):
-                row[key] = _plain(last.get(key))
-        elif status == "stopped":
-            row.update(
-                val_accuracy=live.best,
-                best_epoch=live.best_epoch,
-                epochs_run=live.last_epoch,
-                wall_time_s=time.monotonic() - live.t0,
-            )
         self.table.add(row)
         self.logger.finish(live.trial_id, row)
         self.ran += 1
         self.failed += status == "failed"
         self.stopped += status == "stopped"
         value = row.get(self.spec.metric) if self.spec.metric in row else last.get(self.spec.metric)
-        self.progress.finished(live.trial_id, status, _plain(value), time.monotonic() - live.t0)
+        self.progress.finished(live.trial_id, status, plain(value), time.monotonic() - live.t0)
 
 
 # ------------------------------------------------------------------------------------
-def prepare_study_dir(spec: StudySpec, study_dir: Path, *, resume: bool) -> None:
-    """Refuse to overwrite a study without --resume; refuse to resume a different study."""
-    contents = [p for p in study_dir.iterdir() if p.name != ".lock"] if study_dir.is_dir() else []
-    if contents and not resume:
-        raise ConfigError(
-            f"results directory {study_dir} is not empty (it holds {', '.join(sorted(p.name for p in contents)[:4])}); "
-            "pass --resume to continue that study, or pick another --results directory."
-        )
-    old = read_study_json(study_dir)
-    if resume and old is not None:
-        new = spec.study_dict()
-        for key in ("name", "factors", "fixed", "search", "seeds"):
-            if old.get(key) != new.get(key):
-                raise ConfigError(
-                    f"--resume: {study_dir}/study.json has {key} = {old.get(key)!r} but the search space says "
-                    f"{new.get(key)!r}; resume with the same file, or pick another --results directory."
-                )
-
-
 def _search_space(spec: StudySpec) -> dict[str, Any]:
     defaults = TrialConfig()
     space: dict[str, Any] = {}
@@ -374,12 +340,7 @@ def _optuna_search(spec: StudySpec, table: ResultsTable, max_concurrent: int):
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
     }
     # Resume: warm-start a fresh, identically seeded sampler with the finished trials.
-    points, rewards = [], []
-    for row in table.rows.values():
-        value = row.get(spec.metric)
-        if row["status"] != "failed" and value is not None and not math.isnan(value):
-            points.append({name: row[name] for name in spec.factors})
-            rewards.append(value)
+    points, rewards = table.warm_start(spec.factors, spec.metric)
     searcher = OptunaSearch(
         sampler=samplers[spec.search.sampler](),
         points_to_evaluate=points or None,
@@ -429,17 +390,8 @@ def run_study(
         uri = tracking_uri or default_tracking_uri(study_dir)
         check_tracking_uri(uri)
         logger = TrialLogger(uri, spec.name)
-        old = read_study_json(study_dir) or {}
         planned_n = spec.n_trials()
-        write_study_json(
-            study_dir,
-            {
-                **spec.study_dict(),
-                "created_at": old.get("created_at") or utc_now(),
-                "qsweep_version": qsweep_version(),
-                "n_trials_planned": planned_n,
-            },
-        )
+        record_study(spec, study_dir)
         table = ResultsTable(study_dir / "trials.parquet", study=spec.name)
         if not table.path.exists():
             table.write()
@@ -487,7 +439,7 @@ def run_study(
         try:
             callback = _StudyCallback(
                 spec, table, logger, progress, interrupted, on_signal,
-                next_index=_next_optuna_index(table),
+                next_index=table.next_optuna_index(),
             )  # fmt: skip
             tuner = _tuner(spec, todo, remaining, concurrency, table, callback, interrupted,
                            study_dir, data, fit_ref)  # fmt: skip
@@ -507,11 +459,6 @@ def run_study(
         outcome.wall_time_s = time.monotonic() - t0
         progress.maybe_print(force=True)
         return outcome
-
-
-def _next_optuna_index(table: ResultsTable) -> int:
-    ids = [r["point_id"] for r in table.rows.values() if str(r.get("point_id", "")).startswith("o")]
-    return 1 + max((int(i[1:]) for i in ids if i[1:].isdigit()), default=-1)
 
 
 def _dirname(trial) -> str:

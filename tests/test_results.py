@@ -188,3 +188,64 @@ def test_progress_min_mode_and_resume_offset():
 
 def test_format_duration():
     assert [format_duration(s) for s in (5, 65, 3700)] == ["5s", "1m05s", "1h01m"]
+
+
+# --- the study directory and row building, without Ray -------------------------------
+def _spec(**changes):
+    from orchestrator.spec import spec_from_dict
+
+    doc = {"name": "s", "factors": {"qubits": [2, 3]}, "fixed": {"epochs": 2}}
+    return spec_from_dict({**doc, **changes})
+
+
+def test_prepare_study_dir_refuses_overwrite_and_a_different_study(tmp_path):
+    from model.errors import ConfigError
+    from orchestrator.results import prepare_study_dir, record_study
+
+    study_dir = tmp_path / "s"
+    prepare_study_dir(_spec(), study_dir, resume=False)  # missing directory: fine
+    study_dir.mkdir()
+    (study_dir / ".lock").write_text("")
+    prepare_study_dir(_spec(), study_dir, resume=False)  # only the lock: fine
+    record_study(_spec(), study_dir)
+    first = read_study_json(study_dir)
+    assert first["n_trials_planned"] == 2 and first["factors"] == {"qubits": [2, 3]}
+    with pytest.raises(ConfigError, match="is not empty"):
+        prepare_study_dir(_spec(), study_dir, resume=False)
+    prepare_study_dir(_spec(), study_dir, resume=True)
+    with pytest.raises(ConfigError, match="has factors"):
+        prepare_study_dir(_spec(factors={"qubits": [2, 4]}), study_dir, resume=True)
+    record_study(_spec(), study_dir)  # rewritten: created_at kept
+    assert read_study_json(study_dir)["created_at"] == first["created_at"]
+
+
+def test_trial_row_by_status():
+    import numpy as np
+
+    from orchestrator.results import trial_row
+
+    config = TrialConfig(qubits=3).to_dict()
+    ids = dict(trial_id="p000_s0", point_id="p000", seed=0, started_at="t0")
+    final = {"val_accuracy": np.float64(0.75), "n_params": 9, "device": "cpu", "attempts": 2}
+    done = trial_row(config, status="completed", last=final, **ids)
+    assert done["val_accuracy"] == 0.75 and type(done["val_accuracy"]) is float
+    assert done["n_params"] == 9 and done["device"] == "cpu" and done["attempts"] == 2
+    assert done["test_accuracy"] is None and "seed" in done and done["qubits"] == 3
+    assert done["error"] is None and done["finished_at"]
+    partial = {"val_accuracy": 0.6, "best_epoch": 2, "epochs_run": 3, "wall_time_s": 1.5}
+    stopped = trial_row(config, status="stopped", last={"attempt": 1}, partial=partial, **ids)
+    assert {k: stopped[k] for k in partial} == partial and stopped["device"] == "auto"
+    failed = trial_row(config, status="failed", last={"error": "boom"}, partial=partial, **ids)
+    assert failed["error"] == "boom" and failed["attempts"] == 1 and "best_epoch" not in failed
+
+
+def test_warm_start_and_next_optuna_index(tmp_path):
+    table = ResultsTable(tmp_path / "trials.parquet", study="s")
+    assert table.next_optuna_index() == 0
+    table.add(row("o000_s0", point_id="o000", val_accuracy=0.7))
+    table.add(row("o001_s0", point_id="o001", val_accuracy=float("nan"), status="stopped"))
+    table.add(row("o002_s0", point_id="o002", status="failed", val_accuracy=0.9))
+    table.add(row("o004_s0", point_id="o004", val_accuracy=0.8, status="stopped"))
+    points, rewards = table.warm_start({"qubits": [2, 5]}, "val_accuracy")
+    assert points == [{"qubits": 5}, {"qubits": 5}] and rewards == [0.7, 0.8]
+    assert table.next_optuna_index() == 5
