@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="trials at once (default 2)")
     args = parser.parse_args(argv)
 
+    from orchestrator.results import ResultsTable, trials_path
     from orchestrator.spec import spec_from_dict
     from orchestrator.tune_driver import run_study
 
@@ -86,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             max_concurrent=args.concurrency,
         )
         wall = time.perf_counter() - t0
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(study_dir / "trials.parquet").to_pylist()
+        rows = list(ResultsTable(trials_path(study_dir), study=spec.name).rows.values())
     trial_sum = sum(r["wall_time_s"] or 0.0 for r in rows)
     ideal = trial_sum / args.concurrency
     completed = sum(r["status"] == "completed" for r in rows)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model.config import TrialConfig
-from model.errors import ConfigError, ServiceError
+from model.errors import ConfigError, DataError, ServiceError
 from model.types import FINAL_METRICS
 
 if TYPE_CHECKING:
@@ -37,8 +37,11 @@ __all__ = [
     "record_study",
     "trial_row",
     "plain",
+    "trials_path",
+    "read_trials",
     "write_study_json",
     "read_study_json",
+    "study_name",
     "utc_now",
     "qsweep_version",
 ]
@@ -220,6 +223,34 @@ def _schema():
 
 
 # ------------------------------------------------------------------------------------
+def trials_path(study_dir: Path) -> Path:
+    """``<study_dir>/trials.parquet``."""
+    return Path(study_dir) / TABLE_FILE
+
+
+def read_trials(study_dir: Path):
+    """``trials.parquet`` of a study as a pandas DataFrame, columns as written.
+
+    DataError when the directory or the file is missing (naming what the directory holds).
+    """
+    import pandas as pd
+
+    study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        raise DataError(
+            f"study directory {str(study_dir)!r} does not exist; give a directory with "
+            "trials.parquet (e.g. results/<study>) or use --mlflow-uri."
+        )
+    path = trials_path(study_dir)
+    if not path.is_file():
+        present = sorted(p.name for p in study_dir.iterdir())[:20]
+        raise DataError(
+            f"{path} does not exist; the study directory holds: {', '.join(present) or 'nothing'}. "
+            "Run the study first (qsweep run SPACE.yaml) or use --mlflow-uri."
+        )
+    return pd.read_parquet(path)
+
+
 def prepare_study_dir(spec: StudySpec, study_dir: Path, *, resume: bool) -> None:
     """Refuse to overwrite a study without --resume; refuse to resume a different study."""
     contents = [p for p in study_dir.iterdir() if p.name != ".lock"] if study_dir.is_dir() else []
@@ -271,6 +302,19 @@ def read_study_json(study_dir: Path) -> dict[str, Any] | None:
         raise ConfigError(
             f"{path} is not valid JSON ({err}); move it away or pick another --results."
         ) from None
+
+
+def study_name(study_dir: Path, meta: dict[str, Any] | None = None) -> str:
+    """The study's name: ``name`` in study.json (``meta`` when given), else the directory name.
+
+    An unreadable study.json counts as absent here.
+    """
+    if meta is None:
+        try:
+            meta = read_study_json(study_dir) or {}
+        except ConfigError:
+            meta = {}
+    return str(meta.get("name") or Path(study_dir).resolve().name)
 
 
 # ------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from orchestrator.results import (
     prepare_study_dir,
     record_study,
     trial_row,
+    trials_path,
     utc_now,
 )
 from orchestrator.spec import StudySpec
@@ -392,7 +393,7 @@ def run_study(
         logger = TrialLogger(uri, spec.name)
         planned_n = spec.n_trials()
         record_study(spec, study_dir)
-        table = ResultsTable(study_dir / "trials.parquet", study=spec.name)
+        table = ResultsTable(trials_path(study_dir), study=spec.name)
         if not table.path.exists():
             table.write()
         done = table.done_ids()

@@ -60,7 +60,7 @@ def _log_to_mlflow(study_dir: Path, files: list[Path], uri: str | None) -> None:
     except ImportError:
         print("MLflow logging skipped: orchestrator.tracking is not available.", file=sys.stderr)
         return
-    from orchestrator.report.study import study_name
+    from orchestrator.results import study_name
 
     uri = uri or tracking.default_tracking_uri(study_dir)
     name = study_name(study_dir)

@@ -8,7 +8,6 @@ study.completed  # rows with status completed and a metric value
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pandas as pd
 
 from model.config import TrialConfig
 from model.errors import DataError
+from orchestrator.results import read_study_json, read_trials, study_name, trials_path
 
 __all__ = [
     "StudyData",
@@ -64,13 +64,7 @@ def load_study(
 ) -> StudyData:
     """Read ``study_dir/trials.parquet`` (or the study's MLflow runs) and ``study.json``."""
     study_dir = Path(study_dir)
-    meta: dict[str, Any] = {}
-    meta_path = study_dir / "study.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(f"{meta_path} is not valid JSON: {err}.") from None
+    meta = read_study_json(study_dir) or {}
     name = study_name(study_dir, meta)
     if mlflow_uri:
         from orchestrator.tracking import load_trial_runs  # the only MLflow module
@@ -78,32 +72,9 @@ def load_study(
         table = load_trial_runs(mlflow_uri, name)
         source = f"MLflow runs of study {name!r} at {mlflow_uri}"
     else:
-        if not study_dir.is_dir():
-            raise DataError(
-                f"study directory {str(study_dir)!r} does not exist; give a directory with "
-                "trials.parquet (e.g. results/<study>) or use --mlflow-uri."
-            )
-        path = study_dir / "trials.parquet"
-        if not path.is_file():
-            present = sorted(p.name for p in study_dir.iterdir())[:20]
-            raise DataError(
-                f"{path} does not exist; the study directory holds: {', '.join(present) or 'nothing'}. "
-                "Run the study first (qsweep run SPACE.yaml) or use --mlflow-uri."
-            )
-        table = pd.read_parquet(path)
-        source = str(path)
+        table = read_trials(study_dir)
+        source = str(trials_path(study_dir))
     return study_from_frame(table, meta, metric=metric, name=name, source=source)
-
-
-def study_name(study_dir: Path, meta: dict[str, Any] | None = None) -> str:
-    """The study's name: ``name`` in study.json, else the directory name."""
-    if meta is None:
-        path = Path(study_dir) / "study.json"
-        try:
-            meta = json.loads(path.read_text()) if path.is_file() else {}
-        except json.JSONDecodeError:
-            meta = {}
-    return str(meta.get("name") or Path(study_dir).resolve().name)
 
 
 def study_from_frame(
