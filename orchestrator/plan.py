@@ -1,0 +1,180 @@
+"""The ``qsweep run --dry-run`` plan and its cost model (no Ray, nothing is run).
+
+    from orchestrator.plan import plan_text
+    print(plan_text(load_spec("search_spaces/quickstart.yaml"), concurrency=2,
+                    study_dir=Path("results/quickstart")))
+
+The cost estimate is the median measured seconds per epoch of the completed trials in
+the study's trials.parquet when there are any, else :func:`seconds_per_epoch`, a
+statevector cost model scaled from one measured step.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from model.heads.registry import is_sklearn
+from orchestrator.results import ResultsTable, trials_path
+
+__all__ = ["plan_text", "seconds_per_epoch"]
+
+# Calibration of the statevector cost model: 14 qubits, batch 16, 6 layers of rotations
+# + CNOT ring, forward + backward, 2 threads, complex64: 0.425 s per step.
+_CAL_STEP_S = 0.425
+_CAL_WORK = 16 * 6 * 2**14  # samples x layers x amplitudes
+_SST2_ROWS = 6920 + 872 + 1821
+
+
+# ------------------------------------------------------------------------------------
+def _n_train(spec) -> tuple[int, int]:
+    """(train, val) sizes the protocol will give (SST-2 sizes when every row is used)."""
+    d = spec.data
+    if d.n_per_class > 0:
+        drawn = 2 * d.n_per_class
+    else:
+        drawn = _SST2_ROWS if d.protocol == "paper" else 6920
+    if d.protocol == "paper":
+        n_val = int(round(drawn * d.val_fraction))
+        return drawn - n_val, n_val
+    return drawn, 872
+
+
+def seconds_per_epoch(cfg, n_train: int, n_val: int) -> float:
+    """Modelled CPU seconds per epoch of one trial (2 threads; order of magnitude).
+
+    Quantum heads: statevector work (samples x circuit layers x 2^qubits) scaled from one
+    measured step; evaluation of the validation set counted as one third of a training
+    pass; ``ry`` rotations 0.64x of ``rot``; density-matrix noise and shots not modelled.
+    MLP heads: 2 ms per epoch. sklearn heads: one epoch of 2 s.
+    """
+    if is_sklearn(cfg.head):
+        return 2.0
+    if cfg.head == "mlp":
+        return 0.002 + 2e-6 * n_train
+    layers = (
+        cfg.encoders * cfg.encoder_layers
+        + cfg.reuploads * (cfg.reupload_layers + 1)
+        + cfg.main_layers
+    )
+    if cfg.head == "mlp_encoder":
+        layers = cfg.reuploads * (cfg.reupload_layers + 1) + cfg.main_layers
+    work = (n_train + n_val / 3.0) * layers * 2**cfg.qubits
+    factor = 1.0 if cfg.rotation == "rot" else 0.64
+    return _CAL_STEP_S * factor * work / _CAL_WORK
+
+
+def _measured_s_per_epoch(study_dir: Path) -> float | None:
+    path = trials_path(study_dir)
+    if not path.exists():
+        return None
+    rows = [
+        r["wall_time_s"] / r["epochs_run"]
+        for r in ResultsTable(path, study="").rows.values()
+        if r["status"] == "completed" and r["epochs_run"] and r["wall_time_s"]
+    ]
+    return sorted(rows)[len(rows) // 2] if rows else None
+
+
+def _fmt_level(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
+    """The --dry-run plan: trials, factors/points, resources and a cost estimate."""
+    from orchestrator.progress import format_duration
+
+    out = [f"study {spec.name}" + (f": {spec.description}" if spec.description else "")]
+    if spec.source:
+        out.append(f"file: {spec.source}")
+    d = spec.data
+    out.append(
+        f"data: source={d.source} encoder={d.encoder} protocol={d.protocol} n_per_class={d.n_per_class} "
+        f"val_fraction={d.val_fraction} split_seed={d.split_seed} max_test={d.max_test}"
+    )
+    if spec.fixed:
+        out.append("fixed: " + ", ".join(f"{k}={_fmt_level(v)}" for k, v in spec.fixed.items()))
+    search = ", ".join(f"{k}={v}" for k, v in spec.search.to_dict().items())
+    out.append(f"search: {search}; metric {spec.metric} ({spec.mode})")
+    out.append("factors:")
+    for name, levels in spec.factors.items():
+        if isinstance(levels, list):
+            out.append(
+                f"  {name:<16} {len(levels)} levels: " + ", ".join(_fmt_level(v) for v in levels)
+            )
+        else:
+            scale = "log" if levels["log"] else "linear"
+            out.append(
+                f"  {name:<16} range {_fmt_level(levels['low'])} .. {_fmt_level(levels['high'])} ({scale})"
+            )
+    seeds = ", ".join(map(str, spec.seeds))
+    n_train, n_val = _n_train(spec)
+    if spec.is_optuna:
+        out.append(
+            f"trials: {spec.search.trials} optuna suggestions x {len(spec.seeds)} seed ({seeds}) = {spec.n_trials()}"
+        )
+        mid = {}
+        for name, levels in spec.factors.items():
+            if isinstance(levels, list):
+                mid[name] = levels[len(levels) // 2]
+            else:
+                lo, hi = levels["low"], levels["high"]
+                value = math.sqrt(lo * hi) if levels["log"] else (lo + hi) / 2
+                mid[name] = int(round(value)) if isinstance(lo, int) else value
+        configs = [spec.trial_config(mid, spec.seeds[0])] * spec.n_trials()
+    else:
+        planned = spec.planned_trials()
+        points = spec.points()
+        out.append(
+            f"trials: {len(points)} points x {len(spec.seeds)} seeds ({seeds}) = {len(planned)}"
+        )
+        if spec.search.kind != "grid" or len(points) <= 40:
+            names = list(spec.factors)
+            widths = [max(len(n), *(len(_fmt_level(p[n])) for p in points)) for n in names]
+            out.append("points:")
+            out.append(
+                "  point  " + "  ".join(n.rjust(w) for n, w in zip(names, widths, strict=True))
+            )
+            for i, p in enumerate(points[:60]):
+                cells = "  ".join(
+                    _fmt_level(p[n]).rjust(w) for n, w in zip(names, widths, strict=True)
+                )
+                out.append(f"  p{i:03d}   {cells}")
+            if len(points) > 60:
+                out.append(f"  ... {len(points) - 60} more")
+        configs = [p.config for p in planned]
+    res = spec.resources
+    out.append(
+        f"resources per trial: cpu={res['cpu']:g} gpu={res['gpu']:g}; max concurrent trials: {concurrency}"
+    )
+    if spec.early_stopping:
+        es = spec.early_stopping
+        out.append(
+            f"early stopping: ASHA on {spec.metric}, grace_period={es['grace_period']} epochs, reduction_factor={es['reduction_factor']:g}"
+        )
+    out.append(f"retries per failing trial: {spec.retries}")
+
+    measured = _measured_s_per_epoch(study_dir)
+    epochs = sum(1 if is_sklearn(c.head) else c.epochs for c in configs)
+    if measured is not None:
+        total = epochs * measured / concurrency
+        how = f"measured: median {measured:.3g} s/epoch of the completed trials in {study_dir}/trials.parquet"
+    else:
+        total = (
+            sum(
+                (1 if is_sklearn(c.head) else c.epochs) * seconds_per_epoch(c, n_train, n_val)
+                for c in configs
+            )
+            / concurrency
+        )
+        how = (
+            f"modelled: statevector cost scaled from a measured 14-qubit CPU step (2 threads), {n_train} train + "
+            f"{n_val} val sentences per epoch; noise/shots/GPU not modelled, embedding time not included"
+        )
+    out.append(
+        f"cost estimate: {len(configs)} trials, {epochs} epochs in all, / {concurrency} concurrent "
+        f"~ {format_duration(total)} wall time ({how})"
+    )
+    out.append(f"results: {study_dir}/ (trials.parquet, study.json, mlflow.db)")
+    return "\n".join(out)
