@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from orchestrator.configfile import apply_sets
+    from orchestrator.configfile import parse_sets
 
     trial: dict = {"qubits": args.qubits, "epochs": args.epochs}
-    apply_sets(trial, {}, args.sets)
+    trial.update(parse_sets(args.sets)[0])
     cfg = TrialConfig.from_dict(trial)
     if args.data:
         from model.embeddings import load_and_embed

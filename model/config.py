@@ -22,7 +22,6 @@ __all__ = [
     "ROTATIONS",
     "PROTOCOLS",
     "DEFAULT_ENCODER",
-    "parse_value",
 ]
 
 ROTATIONS = ("rot", "ry")
@@ -158,22 +157,6 @@ class DataConfig:
 
 
 # ------------------------------------------------------------------------------------
-def parse_value(text: str) -> Any:
-    """Parse a ``--set key=value`` right-hand side as YAML (``1e-3``, ``true``, ``[1, 2]``)."""
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
-        try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            return value
-    return value
-
-
 def _build(cls, values: dict[str, Any], where: str):
     if not isinstance(values, dict):
         raise ConfigError(

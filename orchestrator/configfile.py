@@ -1,10 +1,15 @@
-"""Read one trial's settings from a YAML file (a study file works too).
+"""The one reader of trial settings in YAML files and ``--set`` options.
 
-Used by ``qsweep train`` and ``qsweep circuit``. Recognised top-level keys:
-``data`` (DataConfig), ``encoder`` (shortcut for ``data.encoder``), and ``fixed`` or
-``trial`` (TrialConfig). The other keys of a study file (``name``, ``factors``,
-``search``, ...) are ignored here; for each factor the first level is used, so
-``qsweep train search_spaces/quickstart.yaml`` trains that study's first point.
+Used by ``qsweep train``, ``qsweep circuit``, ``qsweep energy`` and (for the ``trial`` /
+``fixed`` rule and :func:`read_yaml`) by :mod:`orchestrator.spec`. The rule:
+
+- ``trial`` and ``fixed`` name the same mapping of TrialConfig settings; give one;
+- ``data`` holds DataConfig settings, ``encoder`` is a shortcut for ``data.encoder``;
+- in a study file the other keys (``name``, ``factors``, ``search``, ...) are ignored,
+  except that each listed factor not set in ``trial``/``fixed`` takes its first level, so
+  ``qsweep train search_spaces/quickstart.yaml`` trains that study's first point;
+- ``--set KEY=VALUE`` (values parsed as YAML) changes a trial setting; ``trial.KEY`` and
+  ``fixed.KEY`` say the same, ``data.KEY`` changes a data setting.
 """
 
 from __future__ import annotations
@@ -14,10 +19,18 @@ from typing import Any
 
 import yaml
 
-from model.config import DataConfig, TrialConfig, parse_value
+from model.config import DataConfig, TrialConfig
 from model.errors import ConfigError
 
-__all__ = ["read_yaml", "load_trial_file", "apply_sets"]
+__all__ = [
+    "read_yaml",
+    "parse_value",
+    "parse_sets",
+    "trial_mapping",
+    "trial_settings",
+    "mapping_at",
+    "load_trial_file",
+]
 
 
 def read_yaml(path: str | Path, *, what: str = "config file") -> dict[str, Any]:
@@ -41,19 +54,52 @@ def read_yaml(path: str | Path, *, what: str = "config file") -> dict[str, Any]:
     return doc
 
 
-def apply_sets(trial: dict[str, Any], data: dict[str, Any], sets: list[str]) -> None:
-    """Apply ``--set key=value`` (``data.key=value`` for data settings) in place."""
+def parse_value(text: str) -> Any:
+    """Parse a ``--set key=value`` right-hand side as YAML (``1e-3``, ``true``, ``[1, 2]``)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_sets(sets: list[str] | tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` items -> (trial settings, data settings), later items winning."""
+    trial: dict[str, Any] = {}
+    data: dict[str, Any] = {}
     for item in sets:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(
-                f"--set {item!r} is not of the form key=value (e.g. --set qubits=12)."
-            )
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. --set qubits=12).")
         if key.startswith("data."):
             data[key[5:]] = parse_value(text)
         else:
             trial[key.removeprefix("trial.").removeprefix("fixed.")] = parse_value(text)
+    return trial, data
+
+
+def trial_mapping(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The key (``trial`` or ``fixed``) and mapping of a document's trial settings."""
+    if "fixed" in doc and "trial" in doc:
+        raise ConfigError("give either 'fixed' or 'trial' (the same thing), not both.")
+    key = "trial" if "trial" in doc else "fixed"
+    return key, mapping_at(doc, key)
+
+
+def trial_settings(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """:func:`trial_mapping` plus the first level of each listed factor not set there."""
+    key, values = trial_mapping(doc)
+    trial = dict(values)
+    for name, levels in mapping_at(doc, "factors").items():
+        if name not in trial and isinstance(levels, list) and levels:
+            trial[name] = levels[0]
+    return key, trial
 
 
 def load_trial_file(
@@ -65,24 +111,28 @@ def load_trial_file(
 ) -> tuple[TrialConfig, DataConfig]:
     """TrialConfig and DataConfig from a YAML file plus command-line overrides."""
     doc = read_yaml(path)
-    trial = dict(_mapping(doc, "trial", path) or _mapping(doc, "fixed", path))
-    for name, levels in (_mapping(doc, "factors", path) or {}).items():
-        if name not in trial and isinstance(levels, list) and levels:
-            trial[name] = levels[0]
-    data = dict(_mapping(doc, "data", path))
+    try:
+        where, trial = trial_settings(doc)
+        data = dict(mapping_at(doc, "data"))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     if doc.get("encoder") is not None:
         data["encoder"] = doc["encoder"]
-    apply_sets(trial, data, list(sets))
+    trial_sets, data_sets = parse_sets(list(sets))
+    trial.update(trial_sets)
+    data.update(data_sets)
     if data_source:
         data["source"] = data_source
     if encoder:
         data["encoder"] = encoder
-    where = "trial" if "trial" in doc else "fixed"
     return TrialConfig.from_dict(trial, where=where), DataConfig.from_dict(data)
 
 
-def _mapping(doc: dict[str, Any], key: str, path: str | Path) -> dict[str, Any]:
-    value = doc.get(key) or {}
+def mapping_at(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    """``doc[key]`` as a mapping (absent or null: empty); ConfigError naming the key otherwise."""
+    value = doc.get(key)
+    if value is None:
+        return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{path}: '{key}' must be a mapping of settings, got {value!r}.")
+        raise ConfigError(f"{key} = {value!r} must be a mapping.")
     return value

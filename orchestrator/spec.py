@@ -20,6 +20,7 @@ from typing import Any
 
 from model.config import DataConfig, TrialConfig
 from model.errors import ConfigError
+from orchestrator.configfile import mapping_at, read_yaml, trial_mapping
 from orchestrator.design import KINDS as DOE_KINDS
 from orchestrator.design import SEARCH_KINDS, design_points, full_factorial
 
@@ -170,8 +171,6 @@ class StudySpec:
 # ------------------------------------------------------------------------------------
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a search-space YAML file."""
-    from orchestrator.configfile import read_yaml
-
     path = Path(path)
     doc = read_yaml(path, what="search-space file")
     try:
@@ -196,7 +195,7 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
     if not isinstance(description, str):
         raise ConfigError(f"description = {description!r} must be a string.")
 
-    data_values = dict(_mapping(doc, "data"))
+    data_values = dict(mapping_at(doc, "data"))
     if doc.get("encoder") is not None:
         if "encoder" in data_values and data_values["encoder"] != doc["encoder"]:
             raise ConfigError(
@@ -205,14 +204,12 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
         data_values["encoder"] = doc["encoder"]
     data = DataConfig.from_dict(data_values, where="data")
 
-    if "fixed" in doc and "trial" in doc:
-        raise ConfigError("give either 'fixed' or 'trial' (the same thing), not both.")
-    fixed_key = "trial" if "trial" in doc else "fixed"
-    fixed = dict(_mapping(doc, fixed_key))
+    fixed_key, fixed = trial_mapping(doc)
+    fixed = dict(fixed)
     TrialConfig.from_dict(fixed, where=fixed_key)  # validates names and types
 
-    search = _search(_mapping(doc, "search") or {"kind": "grid"})
-    factors = _factors(_mapping(doc, "factors"), search.kind, fixed_key, set(fixed))
+    search = _search(mapping_at(doc, "search") or {"kind": "grid"})
+    factors = _factors(mapping_at(doc, "factors"), search.kind, fixed_key, set(fixed))
 
     seeds_raw = doc.get("seeds", [0])
     if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
@@ -265,15 +262,6 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
 
 
 # ------------------------------------------------------------------------------------
-def _mapping(doc: dict[str, Any], key: str) -> dict[str, Any]:
-    value = doc.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key} = {value!r} must be a mapping.")
-    return value
-
-
 def _positive_int(value: Any, key: str, *, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{key} = {value!r} is not allowed; give an integer >= {low}.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.config import DataConfig, TrialConfig, parse_value
+from model.config import DataConfig, TrialConfig
 from model.errors import ConfigError
 
 
@@ -61,12 +61,3 @@ def test_data_config_validation():
 def test_replace_revalidates():
     with pytest.raises(ConfigError):
         TrialConfig().replace(batch_size=0)
-
-
-def test_parse_value_reads_yaml_scalars():
-    assert (
-        parse_value("1e-3") == 0.001
-        and parse_value("true") is True
-        and parse_value("[1, 2]") == [1, 2]
-    )
-    assert parse_value("rot") == "rot"

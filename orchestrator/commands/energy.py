@@ -115,18 +115,21 @@ def parse_qubit_range(text: str) -> range:
 
 
 def load_trial_config(path: str | None, overrides: list[str]):
-    """TrialConfig from the YAML's ``fixed:`` / ``trial:`` mapping (``trial`` wins) and ``--set``."""
-    from model.config import TrialConfig, parse_value
+    """TrialConfig from the YAML's trial settings (``orchestrator.configfile``) and ``--set``."""
+    from model.config import TrialConfig
+    from orchestrator.configfile import parse_sets
 
     values: dict[str, Any] = {}
     where = "trial"
     if path:
         values, where = _read_trial_mapping(Path(path))
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE, e.g. --set reuploads=2.")
-        values[key.strip()] = parse_value(value)
+    trial_sets, data_sets = parse_sets(overrides)
+    if data_sets:
+        raise ConfigError(
+            f"--set data.{next(iter(data_sets))} is a data setting; qsweep energy has none "
+            "(it models one trial's circuit): drop it."
+        )
+    values.update(trial_sets)
     config = TrialConfig.from_dict(values, where=where)
     if not config.is_quantum:
         raise ConfigError(
@@ -137,25 +140,19 @@ def load_trial_config(path: str | None, overrides: list[str]):
 
 
 def _read_trial_mapping(path: Path) -> tuple[dict[str, Any], str]:
-    from orchestrator.configfile import read_yaml
+    from orchestrator.configfile import read_yaml, trial_settings
 
     doc = read_yaml(path, what="--config")
-    values: dict[str, Any] = {}
-    found = []
-    for key in ("fixed", "trial"):
-        if key in doc and doc[key] is not None:
-            if not isinstance(doc[key], dict):
-                raise ConfigError(
-                    f"{path}: '{key}:' must be a mapping of trial settings, got {doc[key]!r}."
-                )
-            values.update(doc[key])
-            found.append(key)
-    if not found:
+    if doc.get("fixed") is None and doc.get("trial") is None:
         raise ConfigError(
             f"--config {str(path)!r} has no 'trial:' or 'fixed:' mapping; "
             f"top-level keys found: {', '.join(map(str, doc)) or 'none'}."
         )
-    return values, f"{path}:{'/'.join(found)}"
+    try:
+        key, values = trial_settings(doc)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return values, f"{path}:{key}"
 
 
 def energy_params_from_args(args: argparse.Namespace):
