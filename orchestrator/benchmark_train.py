@@ -1,8 +1,8 @@
 """Benchmark: full training of the paper's 10-qubit single-sQE head from cached embeddings.
 
-    .venv/bin/python -m model.benchmark_train               # 800 epochs, paper protocol sizes
-    .venv/bin/python -m model.benchmark_train --epochs 50   # shorter; prints the 800-epoch projection
-    .venv/bin/python -m model.benchmark_train --encoder minilm --data /path/to/sst2   # real embeddings
+    .venv/bin/python -m orchestrator.benchmark_train               # 800 epochs, paper protocol sizes
+    .venv/bin/python -m orchestrator.benchmark_train --epochs 50   # shorter; prints the 800-epoch projection
+    .venv/bin/python -m orchestrator.benchmark_train --encoder minilm --data /path/to/sst2   # real embeddings
 
 Paper configuration: 10 qubits, one sQE (5 layers), R=4, N=1, M=2, C=1, Rot gates, final
 linear layer, batch 16, paper protocol (256 + 256 sentences, 15 % validation -> 435 train,
