@@ -28,7 +28,6 @@ __all__ = [
     "H",
     "CNOT",
     "CZ",
-    "COMPLEX_OF",
 ]
 
 I2 = torch.eye(2, dtype=torch.complex64)
@@ -38,15 +37,6 @@ Z = torch.tensor([[1, 0], [0, -1]], dtype=torch.complex64)
 H = torch.tensor([[1, 1], [1, -1]], dtype=torch.complex64) / 2**0.5
 CNOT = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], dtype=torch.complex64)
 CZ = torch.diag(torch.tensor([1, 1, 1, -1], dtype=torch.complex64))
-
-# real dtype -> matching complex dtype
-COMPLEX_OF = {
-    torch.float32: torch.complex64,
-    torch.float64: torch.complex128,
-    torch.float16: torch.complex64,
-    torch.bfloat16: torch.complex64,
-}
-
 
 def _as_real(theta: Tensor | float) -> Tensor:
     t = torch.as_tensor(theta)
