@@ -31,13 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"orchestrator.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"orchestrator.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"orchestrator.commands.{name}").register(sub)
     return parser
 
 

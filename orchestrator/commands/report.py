@@ -55,11 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _log_to_mlflow(study_dir: Path, files: list[Path], uri: str | None) -> None:
-    try:
-        from orchestrator import tracking
-    except ImportError:
-        print("MLflow logging skipped: orchestrator.tracking is not available.", file=sys.stderr)
-        return
+    from orchestrator import tracking
     from orchestrator.results import study_name
 
     uri = uri or tracking.default_tracking_uri(study_dir)
