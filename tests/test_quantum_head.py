@@ -13,7 +13,7 @@ from model.config import TrialConfig
 from model.errors import ConfigError
 from model.heads.quantum import QuantumHead, count_parameters, expected_parameter_count
 from model.quantum.qasm import export_pqc
-from tests import test_quantum_reference as ref
+from tests import quantum_reference as ref
 
 
 def _cfg(**kw) -> TrialConfig:

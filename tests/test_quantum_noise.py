@@ -13,7 +13,7 @@ from model.quantum import noise as qn
 from model.quantum.circuits import CircuitRunner, CircuitSpec, Op, pqc_spec
 from model.quantum.density import density_expectations
 from model.quantum.statevector import probabilities, z_expectations
-from tests import test_quantum_reference as ref
+from tests import quantum_reference as ref
 
 
 def test_gaussian_shot_noise_moments():

@@ -10,7 +10,7 @@ from model.errors import ConfigError
 from model.quantum import gates as G
 from model.quantum import statevector as sv
 from model.quantum.encoding import amplitude_encode, split_chunks
-from tests import test_quantum_reference as ref
+from tests import quantum_reference as ref
 
 TOL = 1e-10
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from model.config import TrialConfig
-from tests.test_sweep_fakes import expected_val
+from tests.sweep_fakes import expected_val
 
 ROOT = Path(__file__).resolve().parents[1]
 QSWEEP = [sys.executable, "-m", "orchestrator.cli"]
@@ -41,8 +41,8 @@ def env(epoch_s: float) -> dict[str, str]:
     out = dict(os.environ)
     out.update(
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        QSWEEP_FIT="tests.test_sweep_fakes:fake_fit",
-        QSWEEP_TEST_DATA="tests.test_sweep_fakes:tiny_data",
+        QSWEEP_FIT="tests.sweep_fakes:fake_fit",
+        QSWEEP_TEST_DATA="tests.sweep_fakes:tiny_data",
         QSWEEP_FAKE_EPOCH_S=str(epoch_s),
         RAY_AUTH_MODE="disabled",
         MLFLOW_DISABLE_TELEMETRY="true",

@@ -1,6 +1,6 @@
 """The Ray Tune driver with a real local Ray (one session for the module) and a fake fit.
 
-Expected rows are computed from the fake's own closed form (tests/test_sweep_fakes.py),
+Expected rows are computed from the fake's own closed form (tests/sweep_fakes.py),
 independently of the driver; MLflow is read back through its client.
 """
 
@@ -16,10 +16,10 @@ import pytest
 
 from model.errors import ConfigError
 from orchestrator.spec import spec_from_dict
-from tests.test_sweep_fakes import expected_val, tiny_data
+from tests.sweep_fakes import expected_val, tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE = "tests.test_sweep_fakes:fake_fit"
+FAKE = "tests.sweep_fakes:fake_fit"
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,7 +1,7 @@
 """A fake ``fit`` for sweep tests (same contract as ``model.training.fit``, no torch training).
 
 Used in-process (``run_study(fit=fake_fit)``) and by subprocess drivers through the test
-hook ``QSWEEP_FIT=tests.test_sweep_fakes:fake_fit``. Behaviour is a pure function of the
+hook ``QSWEEP_FIT=tests.sweep_fakes:fake_fit``. Behaviour is a pure function of the
 config so tests can compute the expected table independently:
 
 - val accuracy at epoch e: ``expected_val(cfg) * e / epochs``; test accuracy = val - 0.01;
