@@ -52,9 +52,8 @@ class TrialConfig:
     rotation: str = "rot"  # rot: RZ.RY.RZ (3 params, complex) | ry: RY (1 param, real fast path)
     final_linear: bool = True  # q Pauli-Z values -> Linear(q, 2); off: readout of qubit 0 only
     input_scale: float = math.pi  # angle-encoding angle = input_scale * latent value
-    shots: int = (
-        0  # 0: exact expectations; S > 0: shot noise (Gaussian in training, multinomial in eval)
-    )
+    # 0: exact expectations; S > 0: shot noise (Gaussian in training, multinomial in eval)
+    shots: int = 0
     noise_p1: float = 0.0  # depolarizing probability after each 1-qubit gate
     noise_p2: float = 0.0  # depolarizing probability after each 2-qubit gate
     # --- classical heads ----------------------------------------------------------
@@ -123,9 +122,8 @@ class TrialConfig:
 class DataConfig:
     """Where the labelled sentences come from, how they are split, and which encoder embeds them."""
 
-    source: str = (
-        "demo"  # demo | hf:NAME (Hugging Face hub, e.g. hf:SetFit/sst2) | a local directory
-    )
+    # demo | hf:NAME (Hugging Face hub, e.g. hf:SetFit/sst2) | a local directory
+    source: str = "demo"
     protocol: str = "paper"  # paper: pool all, draw n_per_class per class, rest is test | splits
     n_per_class: int = 256  # labelled sentences drawn per class (0: use every training row)
     val_fraction: float = 0.15  # share of the drawn sentences kept for validation (protocol=paper)

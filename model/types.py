@@ -96,9 +96,8 @@ class TrialResult:
     wall_time_s: float
     device: str
     history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch
-    energy: dict[str, float] = field(
-        default_factory=dict
-    )  # qpu_energy_j, gpu_energy_j, ... (quantum heads)
+    # qpu_energy_j, gpu_energy_j, ... (quantum heads)
+    energy: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # resolved TrialConfig.to_dict()
     extra: dict[str, Any] = field(default_factory=dict)  # head-specific (e.g. chosen sklearn C)
 

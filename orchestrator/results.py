@@ -175,9 +175,8 @@ def trial_row(
     early has no final report: ``partial`` gives what was seen of it (best
     ``val_accuracy`` so far, its ``best_epoch``, ``epochs_run``, ``wall_time_s``).
     """
-    row: dict[str, Any] = {
-        k: v for k, v in config.items() if k != "seed"
-    }  # device: setting until resolved
+    # seed is a result column; device stays the setting until a final report resolves it
+    row: dict[str, Any] = {k: v for k, v in config.items() if k != "seed"}
     row.update(
         trial_id=trial_id,
         point_id=point_id,

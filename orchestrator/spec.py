@@ -102,9 +102,7 @@ class StudySpec:
     seeds: tuple[int, ...] = (0,)
     metric: str = "val_accuracy"
     mode: str = "max"
-    early_stopping: dict[str, Any] | None = (
-        None  # {"kind": "asha", "grace_period", "reduction_factor"}
-    )
+    early_stopping: dict[str, Any] | None = None  # {"kind": "asha", "grace_period", ...}
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
     max_concurrent: int = 2
     retries: int = 1
