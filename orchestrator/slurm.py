@@ -1,7 +1,9 @@
 """Slurm: render the Ray-cluster batch script and talk to sbatch/squeue/scontrol/scancel.
 
 The only qsweep module that knows Slurm. ``render_sbatch(options) -> str`` is a pure
-function of a frozen :class:`SlurmOptions` (plus the template text); :class:`SlurmClient`
+function of a frozen :class:`SlurmOptions` plus the bash in ``slurm/``: the template
+``ray_cluster.sbatch.tmpl`` and its optional parts in ``ray_cluster.blocks.sh`` (Python
+only picks blocks and fills in shell-quoted values); :class:`SlurmClient`
 runs the Slurm commands through a replaceable ``runner`` callable, so tests can swap in
 a fake and integration tests use the real commands::
 
@@ -25,6 +27,9 @@ from model.errors import ConfigError, ServiceError
 
 __all__ = [
     "TEMPLATE_PATH",
+    "BLOCKS_PATH",
+    "blocks_path",
+    "read_blocks",
     "TERMINAL_STATES",
     "CommandResult",
     "JobInfo",
@@ -41,6 +46,8 @@ __all__ = [
 # The repository's slurm/ directory; QSWEEP_SLURM_TEMPLATE overrides it (e.g. in images
 # where qsweep is pip-installed and slurm/ sits elsewhere).
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "slurm" / "ray_cluster.sbatch.tmpl"
+# The job script's optional parts (modules, checks, Ray auth, workers, MLflow server).
+BLOCKS_PATH = TEMPLATE_PATH.with_name("ray_cluster.blocks.sh")
 
 
 def template_path() -> Path:
@@ -207,32 +214,27 @@ def _sbatch_lines(o: SlurmOptions) -> list[str]:
     return [f"#SBATCH {line}" for line in lines]
 
 
-def _setup(o: SlurmOptions) -> str:
-    parts = []
-    for module in o.modules:
-        parts.append(f"module load {_q(module)} || fail 3 {_q(f'module load {module} failed')}")
+def _setup(o: SlurmOptions, blocks: dict[str, str]) -> str:
+    parts = [
+        _block(blocks, "MODULE_LOAD", MODULE=_q(module),
+               MODULE_FAILED=_q(f"module load {module} failed"))
+        for module in o.modules
+    ]  # fmt: skip
     if o.activate:
         parts.append(
-            f"if ! {{\n    {o.activate}\n}}; then\n"
-            f"    fail 3 {_q(f'the activate command failed: {o.activate}')}\nfi"
-        )
-    return "\n".join(parts) if parts else "# (no modules, no activate command)"
+            _block(blocks, "ACTIVATE", ACTIVATE=o.activate,
+                   ACTIVATE_FAILED=_q(f"the activate command failed: {o.activate}"))
+        )  # fmt: skip
+    return "\n".join(parts) if parts else _block(blocks, "NO_SETUP")
 
 
-def _check_software(o: SlurmOptions) -> str:
+def _check_software(o: SlurmOptions, blocks: dict[str, str]) -> str:
     if o.container:
-        return (
-            'command -v apptainer >/dev/null || fail 3 "apptainer is not on PATH on '
-            '$(hostname); load it with --module or --activate"\n'
-            f"[ -r {_q(o.container)} ] || fail 3 "
-            f"{_q(f'container image {o.container} is not readable on this node')}"
-        )
-    return (
-        "for cmd in ray qsweep; do\n"
-        '    command -v "$cmd" >/dev/null || fail 3 "\'$cmd\' is not on PATH on $(hostname); '
-        'make it available with --activate, --module or --container"\n'
-        "done"
-    )
+        return _block(
+            blocks, "CHECK_CONTAINER", IMAGE=_q(o.container),
+            IMAGE_UNREADABLE=_q(f"container image {o.container} is not readable on this node"),
+        )  # fmt: skip
+    return _block(blocks, "CHECK_HOST")
 
 
 def _container(o: SlurmOptions) -> str:
@@ -247,65 +249,14 @@ def _container(o: SlurmOptions) -> str:
     return " ".join(_q(a) for a in args)
 
 
-def _ray_auth(o: SlurmOptions) -> str:
-    if o.ray_auth == "disabled":
-        return (
-            "# Ray token authentication disabled (--ray-auth disabled): anyone who can reach\n"
-            "# these ports can run code as you.\nexport RAY_AUTH_MODE=disabled"
-        )
-    return (
-        "# A fresh Ray token per job: srun passes the environment to every node, and\n"
-        "# nothing is written to ~/.ray/auth_token (which concurrent jobs would share).\n"
-        "export RAY_AUTH_MODE=token\n"
-        "RAY_AUTH_TOKEN=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \\n')\n"
-        "export RAY_AUTH_TOKEN"
-    )
+def _step_gpus(o: SlurmOptions) -> str:
+    return f" --gpus-per-task={o.gpus_per_node}" if o.gpus_per_node else ""
 
 
-def _start_workers(o: SlurmOptions) -> str:
+def _start_workers(o: SlurmOptions, blocks: dict[str, str]) -> str:
     if o.nodes == 1:
-        return "# (single node: no Ray workers to start)"
-    n = o.nodes - 1
-    return (
-        "\n# --- Ray workers on the other nodes --------------------------------------------\n"
-        f'srun --nodes={n} --ntasks={n} --ntasks-per-node=1 --cpus-per-task="$CPUS_PER_NODE"'
-        + (f" --gpus-per-task={o.gpus_per_node}" if o.gpus_per_node else "")
-        + ' --exclude="$HEAD_NODE" "${CONTAINER[@]}" \\\n'
-        '    ray start --address="$HEAD_IP:$RAY_PORT" "${RAY_NODE_ARGS[@]}" &\n'
-        "WORKERS_STEP_PID=$!\n"
-        f'log "started Ray workers on {n} more node(s)"'
-    )
-
-
-def _launch_mlflow(o: SlurmOptions) -> str:
-    if not o.start_mlflow_server:
-        return ""
-    return (
-        "\n\n# --- MLflow tracking server on the head (sqlite in the study dir) -------------\n"
-        "# Started before Ray so that both come up together; awaited after the Ray head.\n"
-        'mkdir -p "$STUDY_DIR/slurm"\n'
-        'MLFLOW_LOG="$STUDY_DIR/slurm/mlflow-server-$SLURM_JOB_ID.log"\n'
-        '"${CONTAINER[@]}" mlflow server --backend-store-uri "sqlite:///$STUDY_DIR/mlflow.db" \\\n'
-        '    --artifacts-destination "$STUDY_DIR/mlartifacts" \\\n'
-        '    --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 >"$MLFLOW_LOG" 2>&1 &\n'
-        "MLFLOW_PID=$!\n"
-        'MLFLOW_URI="http://127.0.0.1:$MLFLOW_PORT"'
-    )
-
-
-def _await_mlflow(o: SlurmOptions) -> str:
-    if not o.start_mlflow_server:
-        return ""
-    return (
-        "\ndeadline=$(( SECONDS + 180 ))\n"
-        'until (exec 3<>"/dev/tcp/127.0.0.1/$MLFLOW_PORT") 2>/dev/null; do\n'
-        '    kill -0 "$MLFLOW_PID" 2>/dev/null || fail 5 "mlflow server exited; see $MLFLOW_LOG"\n'
-        "    (( SECONDS < deadline )) ||\n"
-        '        fail 5 "mlflow server at $MLFLOW_URI did not answer within 180s; see $MLFLOW_LOG"\n'
-        "    sleep 1\n"
-        "done\n"
-        'log "MLflow tracking server at $MLFLOW_URI (ssh -L 5000:127.0.0.1:$MLFLOW_PORT $HEAD_NODE)"'
-    )
+        return _block(blocks, "NO_WORKERS")
+    return _block(blocks, "START_WORKERS", N=str(o.nodes - 1), STEP_GPUS=_step_gpus(o))
 
 
 def _driver_args(o: SlurmOptions) -> str:
@@ -324,9 +275,48 @@ def _driver_args(o: SlurmOptions) -> str:
     return "\n".join(f"    {args[i]} {args[i + 1]}" for i in range(0, len(args), 2))
 
 
-def render_sbatch(options: SlurmOptions, *, template: str | None = None) -> str:
-    """The batch script for ``options``: a pure function of the options and template text."""
+def blocks_path(template: Path | None = None) -> Path:
+    """``ray_cluster.blocks.sh`` beside the template in use, else the repository's."""
+    beside = (template or template_path()).with_name(BLOCKS_PATH.name)
+    return beside if beside.is_file() else BLOCKS_PATH
+
+
+def read_blocks(text: str) -> dict[str, str]:
+    """Named blocks of a blocks file: ``#@ NAME`` up to the next header, trailing blank
+    lines dropped."""
+    blocks: dict[str, str] = {}
+    name = None
+    for line in text.split("\n"):
+        if line.startswith("#@ "):
+            name = line[3:].strip()
+            blocks[name] = ""
+        elif name is not None:
+            blocks[name] += line + "\n"
+    return {k: v.rstrip("\n") for k, v in blocks.items()}
+
+
+def _block(blocks: dict[str, str], name: str, **values: str) -> str:
+    if name not in blocks:
+        raise ConfigError(f"Slurm blocks file has no block {name!r}; known: {sorted(blocks)}")
+    return _fill(blocks[name], values, f"block {name}")
+
+
+def _fill(text: str, values: dict[str, str], what: str) -> str:
+    missing = sorted(set(re.findall(r"@@([A-Z_]+)@@", text)) - set(values))
+    if missing:
+        raise ConfigError(f"{what} has unknown placeholders {missing}; known: {sorted(values)}")
+    return re.sub(r"@@([A-Z_]+)@@", lambda m: values[m.group(1)], text)
+
+
+def render_sbatch(
+    options: SlurmOptions, *, template: str | None = None, blocks: str | None = None
+) -> str:
+    """The batch script for ``options``: a pure function of the options, the template text
+    and the blocks text (both read from ``slurm/`` when not given)."""
     text = template_path().read_text() if template is None else template
+    if blocks is None:
+        blocks = blocks_path().read_text()
+    parts = read_blocks(blocks)
     o = options
     values = {
         "STUDY_NAME": o.study_name,
@@ -338,19 +328,18 @@ def render_sbatch(options: SlurmOptions, *, template: str | None = None) -> str:
         "GPUS_PER_NODE": str(o.gpus_per_node),
         "RAY_START_TIMEOUT": str(o.ray_start_timeout),
         "CONTAINER": _container(o),
-        "SETUP": _setup(o),
-        "CHECK_SOFTWARE": _check_software(o),
-        "RAY_AUTH": _ray_auth(o),
-        "STEP_GPUS": f" --gpus-per-task={o.gpus_per_node}" if o.gpus_per_node else "",
-        "START_WORKERS": _start_workers(o),
-        "LAUNCH_MLFLOW": _launch_mlflow(o),
-        "AWAIT_MLFLOW": _await_mlflow(o),
+        "SETUP": _setup(o, parts),
+        "CHECK_SOFTWARE": _check_software(o, parts),
+        "RAY_AUTH": _block(
+            parts, "RAY_AUTH_TOKEN" if o.ray_auth == "token" else "RAY_AUTH_DISABLED"
+        ),
+        "STEP_GPUS": _step_gpus(o),
+        "START_WORKERS": _start_workers(o, parts),
+        "LAUNCH_MLFLOW": _block(parts, "LAUNCH_MLFLOW") if o.start_mlflow_server else "",
+        "AWAIT_MLFLOW": _block(parts, "AWAIT_MLFLOW") if o.start_mlflow_server else "",
         "DRIVER_ARGS": _driver_args(o),
     }
-    missing = sorted(set(re.findall(r"@@([A-Z_]+)@@", text)) - set(values))
-    if missing:
-        raise ConfigError(f"template has unknown placeholders {missing}; known: {sorted(values)}")
-    return re.sub(r"@@([A-Z_]+)@@", lambda m: values[m.group(1)], text)
+    return _fill(text, values, "template")
 
 
 # --- running Slurm commands ---------------------------------------------------------------

@@ -175,6 +175,22 @@ def test_unknown_placeholder_in_template_is_reported() -> None:
         render_sbatch(CASES["one_node_cpu"], template="#!/bin/bash\n@@NOPE@@\n")
 
 
+def test_blocks_file_parts_and_their_errors() -> None:
+    from orchestrator.slurm import BLOCKS_PATH, read_blocks
+
+    blocks = read_blocks(BLOCKS_PATH.read_text())
+    assert blocks["NO_WORKERS"] == "# (single node: no Ray workers to start)"
+    assert blocks["AWAIT_MLFLOW"].startswith("\ndeadline=") and not blocks["AWAIT_MLFLOW"].endswith(
+        "\n"
+    )
+    text = BLOCKS_PATH.read_text()
+    with pytest.raises(ConfigError, match="NO_SETUP"):
+        render_sbatch(CASES["site_options"], blocks=text.replace("#@ NO_SETUP", "#@ RENAMED"))
+    broken = text.replace("#@ NO_WORKERS\n", "#@ NO_WORKERS\n@@NOPE@@\n")
+    with pytest.raises(ConfigError, match="block NO_WORKERS has unknown placeholders"):
+        render_sbatch(CASES["site_options"], blocks=broken)
+
+
 # --- the batch script's shell logic, with fake srun/scontrol/ray/qsweep ----------------
 
 FAKE_SRUN = r"""#!/bin/bash

@@ -1,0 +1,76 @@
+# Optional parts of the qsweep job script. `qsweep slurm submit` (orchestrator/slurm.py,
+# render_sbatch) splices the blocks the submit options ask for into the @@NAME@@
+# placeholders of ray_cluster.sbatch.tmpl. Edit the job script here and in the template;
+# Python only chooses blocks and fills in shell-quoted values (@@...@@ inside a block).
+#
+# A block runs from its "#@ NAME" line to the next one; trailing blank lines are dropped,
+# leading ones kept. This file is never run by itself.
+
+#@ NO_SETUP
+# (no modules, no activate command)
+
+#@ MODULE_LOAD
+module load @@MODULE@@ || fail 3 @@MODULE_FAILED@@
+
+#@ ACTIVATE
+if ! {
+    @@ACTIVATE@@
+}; then
+    fail 3 @@ACTIVATE_FAILED@@
+fi
+
+#@ CHECK_CONTAINER
+command -v apptainer >/dev/null || fail 3 "apptainer is not on PATH on $(hostname); load it with --module or --activate"
+[ -r @@IMAGE@@ ] || fail 3 @@IMAGE_UNREADABLE@@
+
+#@ CHECK_HOST
+for cmd in ray qsweep; do
+    command -v "$cmd" >/dev/null || fail 3 "'$cmd' is not on PATH on $(hostname); make it available with --activate, --module or --container"
+done
+
+#@ RAY_AUTH_DISABLED
+# Ray token authentication disabled (--ray-auth disabled): anyone who can reach
+# these ports can run code as you.
+export RAY_AUTH_MODE=disabled
+
+#@ RAY_AUTH_TOKEN
+# A fresh Ray token per job: srun passes the environment to every node, and
+# nothing is written to ~/.ray/auth_token (which concurrent jobs would share).
+export RAY_AUTH_MODE=token
+RAY_AUTH_TOKEN=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+export RAY_AUTH_TOKEN
+
+#@ NO_WORKERS
+# (single node: no Ray workers to start)
+
+#@ START_WORKERS
+
+# --- Ray workers on the other nodes --------------------------------------------
+srun --nodes=@@N@@ --ntasks=@@N@@ --ntasks-per-node=1 --cpus-per-task="$CPUS_PER_NODE"@@STEP_GPUS@@ --exclude="$HEAD_NODE" "${CONTAINER[@]}" \
+    ray start --address="$HEAD_IP:$RAY_PORT" "${RAY_NODE_ARGS[@]}" &
+WORKERS_STEP_PID=$!
+log "started Ray workers on @@N@@ more node(s)"
+
+#@ LAUNCH_MLFLOW
+
+
+# --- MLflow tracking server on the head (sqlite in the study dir) -------------
+# Started before Ray so that both come up together; awaited after the Ray head.
+mkdir -p "$STUDY_DIR/slurm"
+MLFLOW_LOG="$STUDY_DIR/slurm/mlflow-server-$SLURM_JOB_ID.log"
+"${CONTAINER[@]}" mlflow server --backend-store-uri "sqlite:///$STUDY_DIR/mlflow.db" \
+    --artifacts-destination "$STUDY_DIR/mlartifacts" \
+    --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 >"$MLFLOW_LOG" 2>&1 &
+MLFLOW_PID=$!
+MLFLOW_URI="http://127.0.0.1:$MLFLOW_PORT"
+
+#@ AWAIT_MLFLOW
+
+deadline=$(( SECONDS + 180 ))
+until (exec 3<>"/dev/tcp/127.0.0.1/$MLFLOW_PORT") 2>/dev/null; do
+    kill -0 "$MLFLOW_PID" 2>/dev/null || fail 5 "mlflow server exited; see $MLFLOW_LOG"
+    (( SECONDS < deadline )) ||
+        fail 5 "mlflow server at $MLFLOW_URI did not answer within 180s; see $MLFLOW_LOG"
+    sleep 1
+done
+log "MLflow tracking server at $MLFLOW_URI (ssh -L 5000:127.0.0.1:$MLFLOW_PORT $HEAD_NODE)"
