@@ -55,6 +55,7 @@ from typing import Any
 
 from model.config import TrialConfig
 from model.errors import ConfigError
+from model.heads.registry import QUANTUM_HEADS
 
 __all__ = [
     "EnergyParams",
@@ -129,7 +130,7 @@ def _check_quantum(config: TrialConfig) -> None:
     if not config.is_quantum:
         raise ConfigError(
             f"trial.head = {config.head!r} has no quantum circuit; energy estimates apply to "
-            "the heads with a PQC: quantum, mlp_encoder."
+            f"the heads with a PQC: {', '.join(QUANTUM_HEADS)}."
         )
 
 

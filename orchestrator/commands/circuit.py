@@ -43,12 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model.errors import ConfigError
+    from model.heads.registry import QUANTUM_HEADS
     from orchestrator.configfile import load_trial_file
 
     trial, _ = load_trial_file(args.config, sets=args.sets)
     if not trial.is_quantum:
         raise ConfigError(
-            f"trial.head = {trial.head!r} has no quantum circuit; allowed for 'qsweep circuit': quantum, mlp_encoder."
+            f"trial.head = {trial.head!r} has no quantum circuit; allowed for 'qsweep circuit': "
+            f"{', '.join(QUANTUM_HEADS)}."
         )
     if args.dim < 1:
         raise ConfigError(f"--dim {args.dim} must be a positive embedding width.")

@@ -117,6 +117,7 @@ def parse_qubit_range(text: str) -> range:
 def load_trial_config(path: str | None, overrides: list[str]):
     """TrialConfig from the YAML's trial settings (``orchestrator.configfile``) and ``--set``."""
     from model.config import TrialConfig
+    from model.heads.registry import QUANTUM_HEADS
     from orchestrator.configfile import parse_sets
 
     values: dict[str, Any] = {}
@@ -134,7 +135,7 @@ def load_trial_config(path: str | None, overrides: list[str]):
     if not config.is_quantum:
         raise ConfigError(
             f"{where}.head = {config.head!r} has no quantum circuit; energy estimates apply to "
-            "the heads with a PQC (quantum, mlp_encoder): drop it or add --set head=quantum."
+            f"the heads with a PQC ({', '.join(QUANTUM_HEADS)}): drop it or add --set head=quantum."
         )
     return config
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from model.errors import QsweepError
-from model.heads.registry import QUANTUM_HEADS
+from model.heads.registry import CLASSICAL_HEADS, QUANTUM_HEADS
 from orchestrator.report.effects import level_order
 from orchestrator.report.study import CONFIG_FIELDS, StudyData
 
@@ -120,7 +120,7 @@ def model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, li
     if classical.empty:
         out["diff_to_best_classical"] = math.nan
         notes.append(
-            "No classical baseline (mlp, logreg, svc) among the completed trials: the difference "
+            f"No classical baseline ({', '.join(CLASSICAL_HEADS)}) among the completed trials: the difference "
             "to the best classical head cannot be computed. Add head: [logreg, svc, mlp] trials."
         )
     else:
