@@ -38,6 +38,7 @@ H = torch.tensor([[1, 1], [1, -1]], dtype=torch.complex64) / 2**0.5
 CNOT = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], dtype=torch.complex64)
 CZ = torch.diag(torch.tensor([1, 1, 1, -1], dtype=torch.complex64))
 
+
 def _as_real(theta: Tensor | float) -> Tensor:
     t = torch.as_tensor(theta)
     if not t.is_floating_point():
