@@ -11,8 +11,13 @@ from model.heads import registry
 __all__ = ["build_head"]
 
 
-def build_head(config: TrialConfig, input_dim: int) -> nn.Module:
+def build_head(
+    config: TrialConfig, input_dim: int, *, seeds: list[int] | None = None, adjoint: bool = False
+) -> nn.Module:
     """The nn.Module for ``config.head``: forward (B, input_dim) -> logits (B, 2).
+
+    ``seeds``: one initialisation seed per packed member (default ``[config.seed]``);
+    ``adjoint``: adjoint-differentiated circuits (quantum heads).
 
     The class comes from :mod:`model.heads.registry` (``mlp`` ->
     :class:`model.heads.classical.MLPHead`; ``quantum``, ``mlp_encoder`` ->
@@ -26,4 +31,5 @@ def build_head(config: TrialConfig, input_dim: int) -> nn.Module:
             "model.heads.baselines.fit_baseline, not trained by gradient descent; "
             f"heads built here: {', '.join(registry.TORCH_HEADS)}."
         )
-    return registry.load(config.head)(config, input_dim)
+    kwargs = {"adjoint": adjoint} if spec.family == "quantum" else {}
+    return registry.load(config.head)(config, input_dim, seeds=seeds, **kwargs)

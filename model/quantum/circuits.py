@@ -85,13 +85,6 @@ class CircuitSpec:
     def is_real(self) -> bool:
         return self.rotation == "ry"
 
-    def describe(self) -> str:
-        """One line per op, e.g. ``rotate[0] rot x10 / entangle C=1``."""
-        names = {ENCODE: "encode RY(s*z)", ENTANGLE: f"entangle C={self.connectivity}"}
-        return "\n".join(
-            names.get(op.kind, f"rotate[{op.index}] {self.rotation}") for op in self.ops
-        )
-
 
 def entangler_pairs(n: int, connectivity: int) -> list[tuple[int, int]]:
     """CNOT pairs ``(i, (i + C) mod n)`` for i = 0..n-1; empty for n = 1."""

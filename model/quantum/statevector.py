@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "zero_state",
     "apply_matrix",
     "apply_1q",
     "kron_block",
@@ -39,15 +38,6 @@ __all__ = [
     "z_expectations",
     "basis_bits",
 ]
-
-
-def zero_state(
-    n: int, batch_shape: tuple[int, ...] = (1,), *, dtype=torch.float32, device=None
-) -> Tensor:
-    """|0...0> repeated over ``batch_shape``: ``(*batch_shape, 2**n)``."""
-    state = torch.zeros(*batch_shape, 2**n, dtype=dtype, device=device)
-    state[..., 0] = 1
-    return state
 
 
 def _match(state: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
