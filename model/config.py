@@ -70,7 +70,9 @@ class TrialConfig:
     seed: int = 0
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
     eval_batch_size: int = 256
-    cuda_graphs: str = "auto"  # auto (on for CUDA) | on | off: capture the training step once, replay it
+    cuda_graphs: str = (
+        "auto"  # auto (on for CUDA) | on | off: capture the training step once, replay it
+    )
     gradient: str = "auto"  # auto (adjoint from 14 qubits) | adjoint | autograd
 
     # ---------------------------------------------------------------------------------

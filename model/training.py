@@ -144,7 +144,9 @@ def fit_packed(
                 f"these differ too: {', '.join(dict.fromkeys(diff))}."
             )
     if registry.is_sklearn(first.head):
-        raise ConfigError(f"trial.head = {first.head!r} is a scikit-learn baseline; it is not packed.")
+        raise ConfigError(
+            f"trial.head = {first.head!r} is a scikit-learn baseline; it is not packed."
+        )
     data.check_trainable()
     return _PackedTrainer(list(configs), data, on_epoch, stop_on_error).run()
 
@@ -201,9 +203,11 @@ class _PackedTrainer:
             idx = orders[:, lo : lo + b].T  # (b, T)
             x, y = self.x_train[idx], self.y_train[idx]  # (b, T, d), (b, T)
             logits = head(x)  # (b, T, 2)
-            losses = F.cross_entropy(
-                logits.reshape(-1, 2), y.reshape(-1), reduction="none"
-            ).view(y.shape).mean(0)  # (T,)
+            losses = (
+                F.cross_entropy(logits.reshape(-1, 2), y.reshape(-1), reduction="none")
+                .view(y.shape)
+                .mean(0)
+            )  # (T,)
             head.zero_grad(set_to_none=False)
             losses.masked_fill(~alive, 0.0).sum().backward()
             self.optimizer.step()
@@ -388,9 +392,12 @@ def evaluate_members(
         xb = x[lo : lo + batch_size]
         logits = head(xb[:, None].expand(-1, members, -1))  # (b, T, 2)
         target = y[lo : lo + batch_size, None].expand(-1, members)
-        loss_sum += F.cross_entropy(
-            logits.reshape(-1, 2), target.reshape(-1), reduction="none"
-        ).view(target.shape).sum(0).double()
+        loss_sum += (
+            F.cross_entropy(logits.reshape(-1, 2), target.reshape(-1), reduction="none")
+            .view(target.shape)
+            .sum(0)
+            .double()
+        )
         correct += (logits.argmax(-1) == target).sum(0)
     return (loss_sum / len(y)).cpu(), (correct.double() / len(y)).cpu()
 

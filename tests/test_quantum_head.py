@@ -12,8 +12,8 @@ import torch
 from model.config import TrialConfig
 from model.errors import ConfigError
 from model.heads.quantum import QuantumHead, expected_parameter_count
-from model.training import count_parameters
 from model.quantum.qasm import export_pqc
+from model.training import count_parameters
 from tests import quantum_reference as ref
 
 

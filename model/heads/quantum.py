@@ -90,7 +90,9 @@ class SimulatedQuantumEncoder(nn.Module):
         spec = sqe_spec(config)
         self.runner = CircuitRunner(spec)
         per = params_per_rotation(config.rotation)
-        self.weights = nn.Parameter(_stack_init((spec.n_layers, e, q, per), generators))  # (L, T, E, q, P)
+        self.weights = nn.Parameter(
+            _stack_init((spec.n_layers, e, q, per), generators)
+        )  # (L, T, E, q, P)
         self.weights.member_axis = 1
         self.combine = None
         if e > 1 and config.encoder_combine == "linear":
@@ -147,12 +149,16 @@ class PQC(nn.Module):
         self.adjoint = adjoint
         self.noise_rng = None
         per = params_per_rotation(config.rotation)
-        self.weights = nn.Parameter(_stack_init((self.spec.n_layers, config.qubits, per), generators))
+        self.weights = nn.Parameter(
+            _stack_init((self.spec.n_layers, config.qubits, per), generators)
+        )
         self.weights.member_axis = 1  # (L, T, q, P)
 
     def final_state(self, z: Tensor, *, noisy: bool = True) -> Tensor:
         """``(B, T, q) -> (B, T, 2**q)`` state after the circuit (one trajectory per sample)."""
-        state = torch.zeros(*z.shape[:-1], 2**self.qubits, dtype=self.weights.dtype, device=z.device)
+        state = torch.zeros(
+            *z.shape[:-1], 2**self.qubits, dtype=self.weights.dtype, device=z.device
+        )
         state[..., 0] = 1
         p1, p2 = (self.p1, self.p2) if noisy else (0.0, 0.0)
         return self.runner(
@@ -198,11 +204,15 @@ class QuantumHead(nn.Module):
         gens = member_generators([config.seed] if seeds is None else seeds)
         self.members = len(gens)
         if config.head == "quantum":
-            self.encoder: nn.Module = SimulatedQuantumEncoder(config, input_dim, gens, adjoint=adjoint)
+            self.encoder: nn.Module = SimulatedQuantumEncoder(
+                config, input_dim, gens, adjoint=adjoint
+            )
         else:
             self.encoder = MLPEncoder(config, input_dim, gens)
         self.pqc = PQC(config, gens, adjoint=adjoint)
-        self.linear = PackedLinear(self.members, config.qubits, 2, gens) if config.final_linear else None
+        self.linear = (
+            PackedLinear(self.members, config.qubits, 2, gens) if config.final_linear else None
+        )
 
     def set_noise_rng(self, rng) -> None:
         """Draw shot and gate noise from ``rng`` (a MemberRNG with one generator per member)."""

@@ -218,7 +218,9 @@ class CircuitRunner(nn.Module):
             enc_all = torch.stack([enc_c if i in self.fused else eye for i in range(mats.shape[0])])
             wb = mats.shape[1:-3]  # weights' batch dims, right-aligned with the state's batch
             pad = (1,) * (enc_c.dim() - 3 - len(wb))
-            mats = mats.reshape(mats.shape[0], *pad, *mats.shape[1:]) @ enc_all  # (L, *batch, q, 2, 2)
+            mats = (
+                mats.reshape(mats.shape[0], *pad, *mats.shape[1:]) @ enc_all
+            )  # (L, *batch, q, 2, 2)
 
         blocks: list[Tensor] = []  # the matrices the steps refer to (by index)
         layers = []

@@ -150,9 +150,7 @@ def apply_pauli_frame(state: Tensor, x: Tensor, z: Tensor) -> Tensor:
     return apply_pauli_masks(state, bits_to_mask(x), bits_to_mask(z))
 
 
-def apply_pauli_masks(
-    state: Tensor, xm: Tensor, zm: Tensor, *, inverse: bool = False
-) -> Tensor:
+def apply_pauli_masks(state: Tensor, xm: Tensor, zm: Tensor, *, inverse: bool = False) -> Tensor:
     """``X^x Z^z`` from int64 basis masks ``(*batch,)``: ``new[i] = s(i ^ x) old[i ^ x]``.
 
     ``inverse=True`` applies ``(X^x Z^z)^-1 = Z^z X^x``: ``old[i] = s(i) new[i ^ x]``,
