@@ -43,12 +43,12 @@ __all__ = [
     "count_parameters",
     "use_adjoint",
     "ADJOINT_MIN_QUBITS",
-    "StopMember",
 ]
 
 EpochCallback = Callable[[dict[str, Any]], Any]
-# Packed callback: (member index, metrics) -> anything; raise StopMember to stop one member.
-MemberCallback = Callable[[int, dict[str, Any]], Any]
+# Packed callback, once per epoch: {member index: metrics} of the members still training ->
+# the member indices to stop now (e.g. by ASHA), or None.
+PackCallback = Callable[[dict[int, dict[str, Any]]], Any]
 
 PACKABLE_KEYS = ("seed", "learning_rate", "lr_decay", "weight_decay")
 
@@ -60,10 +60,6 @@ _EVAL_AMPLITUDES = 1 << 22
 # model/benchmark_train.py --memory (README "Adjoint gradients"): below it autograd is
 # faster and its memory is small anyway.
 ADJOINT_MIN_QUBITS = 14
-
-
-class StopMember(Exception):
-    """Raised by a packed ``on_epoch`` callback to stop that member (e.g. by ASHA)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,23 +110,23 @@ def fit(
     data.check_trainable()
     if registry.is_sklearn(config.head):
         return registry.load(config.head)(config, data)
-    member_cb = None if on_epoch is None else (lambda _t, metrics: on_epoch(metrics))
-    result = fit_packed([config], data, on_epoch=member_cb, stop_on_error=True)[0]
-    return result
+    pack_cb = None if on_epoch is None else (lambda by_member: on_epoch(by_member[0]))
+    return fit_packed([config], data, on_epoch=pack_cb, stop_on_error=True)[0]
 
 
 def fit_packed(
     configs: Sequence[TrialConfig],
     data: EmbeddedSplits,
-    on_epoch: MemberCallback | None = None,
+    on_epoch: PackCallback | None = None,
     *,
     stop_on_error: bool = False,
 ) -> list[TrialResult | Exception]:
     """Train the trials ``configs`` (equal :func:`pack_key`) as one packed model.
 
-    Returns one entry per config, in order: its ``TrialResult``, or the exception that
-    stopped that member alone (a non-finite loss; ``StopMember`` from ``on_epoch``).
-    A member stopped by ``StopMember`` still gets a result for the epochs it ran.
+    ``on_epoch`` is called once per epoch with ``{member: metrics}`` (the members still
+    training; metrics as in :func:`fit`) and may return member indices to stop (their
+    result covers the epochs they ran). Returns one entry per config, in order: its
+    ``TrialResult``, or the exception that failed that member alone (a non-finite loss).
     ``stop_on_error`` re-raises a member's failure instead (what ``fit`` wants).
     """
     if not configs:
@@ -239,7 +235,7 @@ class _PackedTrainer:
             elapsed = time.perf_counter() - self.start
             train_loss, train_acc = train_loss.tolist(), train_acc.tolist()
             val_loss, val_acc = val_loss.tolist(), val_acc.tolist()
-            improved = []
+            improved, reports = [], {}
             for m in range(t):
                 if not alive[m]:
                     continue
@@ -263,16 +259,16 @@ class _PackedTrainer:
                     "elapsed_s": elapsed,
                 }
                 history[m].append(metrics)
+                reports[m] = dict(metrics)
                 if val_acc[m] > best_val[m]:
                     best_val[m], best_epoch[m] = val_acc[m], epoch
                     improved.append(m)
-                if self.on_epoch is not None:
-                    try:
-                        self.on_epoch(m, dict(metrics))
-                    except StopMember:
+            best.save(improved)
+            if self.on_epoch is not None and reports:
+                for m in self.on_epoch(reports) or ():
+                    if alive[m]:
                         alive[m] = False
                         stopped_at[m] = epoch
-            best.save(improved)
 
         best.restore()
         x_test = torch.as_tensor(self.data.x_test, dtype=torch.float32, device=self.device)

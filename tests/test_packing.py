@@ -9,7 +9,7 @@ import pytest
 
 from model.config import TrialConfig
 from model.errors import ConfigError
-from model.training import StopMember, fit, fit_packed, pack_key
+from model.training import fit, fit_packed, pack_key
 from model.types import EmbeddedSplits
 
 
@@ -99,15 +99,14 @@ def test_a_diverging_member_fails_alone():
     assert math.isfinite(good.test_accuracy)
 
 
-def test_stop_member_keeps_the_others_running():
+def test_stopping_one_member_keeps_the_others_running():
     data = _data()
     cfg = TrialConfig(head="mlp", hidden=4, epochs=5, batch_size=8, device="cpu")
     seen = []
 
-    def on_epoch(member, metrics):
-        seen.append((member, metrics["epoch"]))
-        if member == 0 and metrics["epoch"] == 2:
-            raise StopMember
+    def on_epoch(by_member):
+        seen.extend((member, metrics["epoch"]) for member, metrics in by_member.items())
+        return [0] if by_member.get(0, {}).get("epoch") == 2 else None
 
     a, b = fit_packed([cfg, cfg.replace(seed=3)], data, on_epoch=on_epoch)
     assert a.epochs_run == 2 and len(a.history) == 2
