@@ -30,6 +30,13 @@ from torch import Tensor, nn
 from model.config import TrialConfig
 from model.errors import ConfigError
 from model.heads import registry
+from model.packing import (
+    ADJOINT_MIN_QUBITS,
+    PACKABLE_KEYS,
+    auto_pack_size,
+    pack_key,
+    use_adjoint,
+)
 from model.quantum.rng import MemberRNG
 from model.types import EmbeddedSplits, TrialResult
 
@@ -43,6 +50,7 @@ __all__ = [
     "count_parameters",
     "use_adjoint",
     "ADJOINT_MIN_QUBITS",
+    "auto_pack_size",
 ]
 
 EpochCallback = Callable[[dict[str, Any]], Any]
@@ -50,16 +58,9 @@ EpochCallback = Callable[[dict[str, Any]], Any]
 # the member indices to stop now (e.g. by ASHA), or None.
 PackCallback = Callable[[dict[int, dict[str, Any]]], Any]
 
-PACKABLE_KEYS = ("seed", "learning_rate", "lr_decay", "weight_decay")
 
 # Largest number of amplitudes (batch x members x 2**qubits) evaluated at once without gradients.
 _EVAL_AMPLITUDES = 1 << 22
-
-# From this register size on, circuits are differentiated by un-computing them (adjoint):
-# peak memory a few states instead of about two per gate. Measured with
-# model/benchmark_train.py --memory (README "Adjoint gradients"): below it autograd is
-# faster and its memory is small anyway.
-ADJOINT_MIN_QUBITS = 14
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,19 +77,6 @@ def resolve_device(name: str) -> torch.device:
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable scalars (of all members of a packed head)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def use_adjoint(config: TrialConfig) -> bool:
-    """``trial.gradient``: adjoint | autograd | auto (adjoint from ADJOINT_MIN_QUBITS qubits)."""
-    if config.gradient == "auto":
-        return config.qubits >= ADJOINT_MIN_QUBITS
-    return config.gradient == "adjoint"
-
-
-def pack_key(config: TrialConfig) -> tuple:
-    """Trials with equal keys can share one packed model (all but PACKABLE_KEYS equal)."""
-    values = config.to_dict()
-    return tuple(sorted((k, v) for k, v in values.items() if k not in PACKABLE_KEYS))
 
 
 def _seed(seed: int, purpose: int) -> int:

@@ -81,6 +81,25 @@ def _fmt_level(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _pack_lines(spec, planned) -> list[str]:
+    """How trials are packed into Ray trials (model.training.fit_packed)."""
+    from orchestrator.packing import pack_summary, plan_packs, resolve_pack_size
+
+    size = resolve_pack_size(spec)
+    gpu = spec.resources.get("gpu", 0) > 0
+    how = f"pack_size {size}" + (f" for a {'GPU' if gpu else 'CPU'}" if size == "auto" else "")
+    if spec.is_optuna:
+        return [f"packing ({how}): each suggestion trains its {len(spec.seeds)} seeds together"]
+    packs = plan_packs(planned, size, gpu=gpu)
+    lines = [f"packing ({how}): {pack_summary(packs)[len('packs: ') :]}"]
+    if any(p.size > 1 for p in packs):
+        for pack in packs[:12]:
+            lines.append(f"  {pack.pack_id:<14} " + " ".join(m.trial_id for m in pack.members))
+        if len(packs) > 12:
+            lines.append(f"  ... {len(packs) - 12} more packs")
+    return lines
+
+
 def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
     """The --dry-run plan: trials, factors/points, resources and a cost estimate."""
     from orchestrator.progress import format_duration
@@ -154,6 +173,7 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
             f"early stopping: ASHA on {spec.metric}, grace_period={es['grace_period']} epochs, reduction_factor={es['reduction_factor']:g}"
         )
     out.append(f"retries per failing trial: {spec.retries}")
+    out += _pack_lines(spec, planned if not spec.is_optuna else [])
 
     measured = _measured_s_per_epoch(study_dir)
     epochs = sum(1 if is_sklearn(c.head) else c.epochs for c in configs)

@@ -55,6 +55,7 @@ RESULT_COLUMNS = (
     "status",
     "error",
     "attempts",
+    "pack_id",
     *FINAL_METRICS,  # model.types: val_accuracy, test_accuracy, ..., gpu_energy_j
     "device",
     "started_at",
@@ -139,12 +140,15 @@ class ResultsTable:
 
         On --resume, a fresh, identically seeded Optuna sampler is told these trials first.
         """
-        points, rewards = [], []
+        by_point: dict[str, tuple[dict[str, Any], list[float]]] = {}
         for row in self.rows.values():
             value = row.get(metric)
             if row["status"] != "failed" and value is not None and not math.isnan(value):
-                points.append({name: row[name] for name in factors})
-                rewards.append(value)
+                point = by_point.setdefault(row["point_id"], ({n: row[n] for n in factors}, []))
+                point[1].append(value)
+        # a suggestion repeated over seeds is scored by its mean, as the driver reports it
+        points = [p for p, _ in by_point.values()]
+        rewards = [sum(v) / len(v) for _, v in by_point.values()]
         return points, rewards
 
 

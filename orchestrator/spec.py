@@ -23,6 +23,7 @@ from model.errors import ConfigError
 from orchestrator.configfile import mapping_at, read_yaml, trial_mapping
 from orchestrator.design import KINDS as DOE_KINDS
 from orchestrator.design import SEARCH_KINDS, design_points, full_factorial
+from orchestrator.packing import parse_pack_size
 
 __all__ = [
     "StudySpec",
@@ -54,6 +55,7 @@ TOP_LEVEL = (
     "resources",
     "max_concurrent",
     "retries",
+    "pack_size",
 )
 TRIAL_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -106,6 +108,7 @@ class StudySpec:
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
     max_concurrent: int = 2
     retries: int = 1
+    pack_size: int | str = "auto"  # trials per packed model (one Ray trial): auto | 1 (off) | N
     source: str = ""  # file the spec came from
 
     # ---------------------------------------------------------------------------------
@@ -162,6 +165,7 @@ class StudySpec:
             "seeds": list(self.seeds),
             "metric": self.metric,
             "mode": self.mode,
+            "pack_size": self.pack_size,
             "data": self.data.to_dict(),
         }
 
@@ -225,11 +229,6 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
         raise ConfigError(
             "'seed' cannot be a factor or fixed setting; list the repeats under seeds: [0, 1, 2]."
         )
-    if search.kind == "optuna" and len(seeds_raw) != 1:
-        raise ConfigError(
-            f"seeds = {seeds_raw!r}: an optuna search evaluates each suggestion once, so give one seed "
-            "(e.g. seeds: [0]); use a grid or DOE kind to repeat points over seeds."
-        )
 
     metric = doc.get("metric", "val_accuracy")
     if metric not in METRICS:
@@ -252,6 +251,7 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
         resources=_resources(doc.get("resources")),
         max_concurrent=_positive_int(doc.get("max_concurrent", 2), "max_concurrent", low=1),
         retries=_positive_int(doc.get("retries", 1), "retries", low=0),
+        pack_size=parse_pack_size(doc.get("pack_size", "auto")),
         source=source,
     )
     if spec.search.kind != "optuna":

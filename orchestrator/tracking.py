@@ -164,7 +164,15 @@ class TrialLogger:
     def _existing(self, trial_id: str) -> list:
         return _all_runs(self.client, self.experiment_id, f"tags.`qsweep.trial_id` = '{trial_id}'")
 
-    def start(self, trial_id: str, *, point_id: str, seed: int, params: dict[str, Any]) -> str:
+    def start(
+        self,
+        trial_id: str,
+        *,
+        point_id: str,
+        seed: int,
+        params: dict[str, Any],
+        tags: dict[str, str] | None = None,
+    ) -> str:
         """Create the trial's run; an unfinished run of the same trial id (earlier attempt) is replaced."""
         for old in self._existing(trial_id):
             self.client.delete_run(old.info.run_id)
@@ -177,6 +185,7 @@ class TrialLogger:
             "qsweep.seed": str(seed),
             "qsweep.status": "running",
             "qsweep.code_version": self.version,
+            **(tags or {}),
         }
         run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
         run_id = run.info.run_id

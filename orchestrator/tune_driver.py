@@ -40,6 +40,7 @@ from ray.tune import Callback, RunConfig, Stopper, TuneConfig, Tuner  # noqa: E4
 from model.config import TrialConfig
 from model.errors import ServiceError
 from model.types import EPOCH_METRICS, EmbeddedSplits
+from orchestrator.packing import plan_packs, resolve_pack_size, size_for
 from orchestrator.progress import Progress
 from orchestrator.results import (
     ResultsTable,
@@ -82,10 +83,67 @@ def _resolve_fit(ref: FitRef) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-def _trial_dict(config: dict[str, Any], fixed: dict[str, Any], seed: int) -> dict[str, Any]:
-    if "qsweep" in config:  # explicit grid / DOE point
-        return dict(config["qsweep"]["config"])
-    return {**fixed, **{k: plain(v) for k, v in config.items()}, "seed": seed}
+def _member_configs(config: dict[str, Any], fixed: dict[str, Any], seeds) -> list[dict[str, Any]]:
+    """The TrialConfig dicts of a Ray trial's members: a planned pack, or an Optuna
+    suggestion repeated over the study's seeds."""
+    if "qsweep" in config:  # explicit grid / DOE pack
+        return [dict(m["config"]) for m in config["qsweep"]["members"]]
+    values = {k: plain(v) for k, v in config.items()}
+    return [{**fixed, **values, "seed": seed} for seed in seeds]
+
+
+def _fit_members(fit, configs, data, on_epoch, pack_size: int, retries: int) -> list[tuple]:
+    """``(result or exception, attempts)`` per config: ``fit_packed`` in chunks of
+    ``pack_size`` for the real ``fit`` (a member that fails alone is not retried: a
+    non-finite loss repeats); a replacement ``fit`` (test hook) runs member by member,
+    each retried up to ``retries`` times like an unpacked trial."""
+    from model import training
+
+    if fit is training.fit:
+        out: list[tuple] = []
+        for lo in range(0, len(configs), pack_size):
+
+            def chunk_cb(by_member, _lo=lo):
+                return on_epoch({_lo + m: v for m, v in by_member.items()})
+
+            chunk = training.fit_packed(configs[lo : lo + pack_size], data, on_epoch=chunk_cb)
+            out += [(r, 1) for r in chunk]
+        return out
+    out = []
+    for m, cfg in enumerate(configs):
+        attempts = 0
+        while attempts <= retries:
+            attempts += 1
+            try:
+                result = fit(cfg, data, on_epoch=lambda metrics, _m=m: on_epoch({_m: metrics}))
+                break
+            except Exception as err:  # noqa: BLE001 - this member alone failed
+                result = err
+        out.append((result, attempts))
+    return out
+
+
+def _final_report(index: int, result: Any, attempt: int, metric: str) -> dict[str, Any]:
+    prefix = f"m{index}/"
+    if isinstance(result, Exception):
+        return {prefix + "qsweep_status": "failed", prefix + "attempts": attempt,
+                prefix + "error": f"{type(result).__name__}: {result}"}  # fmt: skip
+    final = {**result.summary(), "qsweep_status": "completed", "attempts": attempt}
+    if metric not in final:
+        best = (
+            result.history[result.best_epoch - 1]
+            if 0 < result.best_epoch <= len(result.history)
+            else {}
+        )
+        final[metric] = best.get(metric, math.nan)
+    return {prefix + k: plain(v) for k, v in final.items()}
+
+
+def _aggregate(values: list[float], mode: str) -> float:
+    values = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
+    if not values:
+        return math.nan
+    return max(values) if mode == "max" else min(values)
 
 
 def _trainable(
@@ -96,52 +154,70 @@ def _trainable(
     retries: int,
     cpu: float,
     fixed: dict[str, Any],
-    seed: int,
+    seeds: tuple[int, ...],
     metric: str,
+    mode: str,
+    pack_size: int | str,
 ) -> None:
-    """One trial: ``fit`` with per-epoch ``tune.report`` and in-trial retries."""
+    """One Ray trial = one pack of members, trained together (``fit_packed``).
+
+    Every epoch is one ``tune.report`` with each member's metrics under ``m<i>/`` and,
+    for the scheduler, the epoch and the best member's ``metric`` at the top level (a
+    pack of one reports its metrics flat too, which ASHA uses). The final report carries
+    every member's final metrics or error; ``metric`` there is the mean over completed
+    members (what an Optuna suggestion repeated over seeds is scored by). A failure of
+    the whole pack is retried up to ``retries`` times; a member that fails alone (a
+    non-finite loss) is recorded as failed while the others go on.
+    """
     import torch
+
+    from model.training import resolve_device
 
     torch.set_num_threads(max(1, int(cpu)))
     fit = _resolve_fit(fit_ref)
     error, last_tb = "", ""
+    members = _member_configs(config, fixed, seeds)
     for attempt in range(1, retries + 2):
         try:
-            cfg = TrialConfig.from_dict(_trial_dict(config, fixed, seed), where="trial")
+            configs = [TrialConfig.from_dict(m, where="trial") for m in members]
 
-            def on_epoch(metrics: dict[str, Any], _attempt: int = attempt) -> None:
-                tune.report({**{k: plain(v) for k, v in metrics.items()}, "attempt": _attempt})
+            def on_epoch(by_member, _attempt: int = attempt, _n: int = len(configs)) -> None:
+                report: dict[str, Any] = {"attempt": _attempt}
+                for m, metrics in by_member.items():
+                    report.update({f"m{m}/{k}": plain(v) for k, v in metrics.items()})
+                report["epoch"] = max(int(v["epoch"]) for v in by_member.values())
+                if _n == 1:
+                    report.update({k: plain(v) for k, v in by_member[0].items()})
+                else:
+                    report[metric] = _aggregate([v.get(metric) for v in by_member.values()], mode)
+                tune.report(report)
 
-            result = fit(cfg, data, on_epoch=on_epoch)
-        except Exception as err:  # noqa: BLE001 - any failure of the science is recorded
+            gpu = resolve_device(configs[0].device).type == "cuda"
+            size = size_for(configs[0], pack_size, gpu=gpu)
+            results = _fit_members(fit, configs, data, on_epoch, size, retries)
+        except Exception as err:  # noqa: BLE001 - a failure of the whole pack: retry it
             error = f"{type(err).__name__}: {err}"
             last_tb = traceback.format_exc(limit=3)
             continue
-        final = {
-            **result.summary(),
-            "qsweep_final": 1,
-            "qsweep_status": "completed",
-            "attempts": attempt,
-        }
-        if metric not in final:
-            best = (
-                result.history[result.best_epoch - 1]
-                if 0 < result.best_epoch <= len(result.history)
-                else {}
-            )
-            final[metric] = best.get(metric, math.nan)
+        final: dict[str, Any] = {"qsweep_final": 1, "attempts": attempt}
+        for m, (result, tries) in enumerate(results):
+            final.update(_final_report(m, result, attempt + tries - 1, metric))
+        done = [
+            final.get(f"m{m}/{metric}")
+            for m, (r, _) in enumerate(results)
+            if not isinstance(r, Exception)
+        ]
+        done = [v for v in done if isinstance(v, (int, float)) and not math.isnan(v)]
+        final[metric] = sum(done) / len(done) if done else math.nan
+        if len(results) == 1:
+            final.update({k[3:]: v for k, v in final.items() if k.startswith("m0/")})
         tune.report(final)
         return
-    tune.report(
-        {
-            metric: math.nan,
-            "qsweep_final": 1,
-            "qsweep_status": "failed",
-            "attempts": retries + 1,
-            "error": error,
-            "traceback": last_tb[-2000:],
-        }
-    )
+    failed: dict[str, Any] = {metric: math.nan, "qsweep_final": 1, "attempts": retries + 1}
+    for m in range(len(members)):
+        failed.update({f"m{m}/qsweep_status": "failed", f"m{m}/attempts": retries + 1,
+                       f"m{m}/error": error, f"m{m}/traceback": last_tb[-2000:]})  # fmt: skip
+    tune.report(failed)
 
 
 class _InterruptStopper(Stopper):
@@ -170,13 +246,20 @@ class _Live:
     config: dict[str, Any]
     started_at: str
     t0: float
+    pack_id: str = ""
     best: float | None = None
     best_epoch: int | None = None
     last_epoch: int = 0
 
 
+def _member(report: dict[str, Any], index: int) -> dict[str, Any]:
+    """Member ``index``'s part of a pack's report (keys ``m<index>/...``), unprefixed."""
+    prefix = f"m{index}/"
+    return {k[len(prefix) :]: v for k, v in report.items() if k.startswith(prefix)}
+
+
 class _StudyCallback(Callback):
-    """Driver side: trial ids, MLflow runs, table rows, progress."""
+    """Driver side: trial ids, MLflow runs, table rows, progress -- one of each per member."""
 
     def __init__(
         self,
@@ -195,7 +278,7 @@ class _StudyCallback(Callback):
         self.interrupted = interrupted
         self.on_signal = on_signal
         self.next_index = next_index
-        self.live: dict[str, _Live] = {}
+        self.live: dict[str, list[_Live]] = {}  # Ray trial id -> its members
         self.ran = self.failed = self.stopped = 0
 
     def __getstate__(self) -> dict:
@@ -211,50 +294,71 @@ class _StudyCallback(Callback):
             signal.signal(signal.SIGUSR1, self.on_signal)
         self.progress.maybe_print()
 
-    def _live(self, trial) -> _Live:
-        live = self.live.get(trial.trial_id)
-        if live is not None:
-            return live
+    def _live(self, trial) -> list[_Live]:
+        members = self.live.get(trial.trial_id)
+        if members is not None:
+            return members
         config = trial.config
         if "qsweep" in config:
             meta = config["qsweep"]
-            trial_id, point_id, seed = meta["trial_id"], meta["point_id"], meta["seed"]
-        else:
-            seed = self.spec.seeds[0]
+            pack_id = meta["pack_id"]
+            planned = [
+                (m["trial_id"], m["point_id"], m["seed"], m["config"]) for m in meta["members"]
+            ]
+        else:  # an Optuna suggestion: one point, every seed
             point_id = f"o{self.next_index:03d}"
             self.next_index += 1
-            trial_id = f"{point_id}_s{seed}"
-        values = _trial_dict(config, self.spec.fixed, seed)
-        full = {**TrialConfig().to_dict(), **values}
-        live = _Live(trial_id, point_id, seed, full, utc_now(), time.monotonic())
-        self.live[trial.trial_id] = live
-        return live
+            configs = _member_configs(config, self.spec.fixed, self.spec.seeds)
+            planned = [(f"{point_id}_s{c['seed']}", point_id, c["seed"], c) for c in configs]
+            pack_id = point_id if len(planned) > 1 else planned[0][0]
+        now, t0 = utc_now(), time.monotonic()
+        members = [
+            _Live(tid, pid, seed, {**TrialConfig().to_dict(), **values}, now, t0, pack_id)
+            for tid, pid, seed, values in planned
+        ]
+        self.live[trial.trial_id] = members
+        return members
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        live = self._live(trial)
-        self.logger.start(live.trial_id, point_id=live.point_id, seed=live.seed, params=live.config)
-        self.progress.started(live.trial_id)
+        for live in self._live(trial):
+            self.logger.start(
+                live.trial_id,
+                point_id=live.point_id,
+                seed=live.seed,
+                params=live.config,
+                tags={"qsweep.pack_id": live.pack_id},
+            )
+            self.progress.started(live.trial_id)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial, result: dict, **info: Any
     ) -> None:
-        live = self._live(trial)
+        members = self._live(trial)
         if result.get("qsweep_final") or "epoch" not in result:
             return
-        epoch = int(result["epoch"])
-        live.last_epoch = epoch
-        value = result.get("val_accuracy")
-        if isinstance(value, (int, float)) and (live.best is None or value > live.best):
-            live.best, live.best_epoch = float(value), epoch
-        metrics = {k: v for k, v in result.items() if k in EPOCH_METRICS}
-        self.logger.log_epoch(live.trial_id, metrics, step=epoch)
+        for index, live in enumerate(members):
+            metrics = _member(result, index)
+            if "epoch" not in metrics:
+                continue
+            epoch = int(metrics["epoch"])
+            live.last_epoch = epoch
+            value = metrics.get("val_accuracy")
+            if isinstance(value, (int, float)) and (live.best is None or value > live.best):
+                live.best, live.best_epoch = float(value), epoch
+            epoch_metrics = {k: v for k, v in metrics.items() if k in EPOCH_METRICS}
+            self.logger.log_epoch(live.trial_id, epoch_metrics, step=epoch)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         last = trial.last_result or {}
         if last.get("qsweep_final"):
-            self._record(trial, last.get("qsweep_status", "completed"), last)
+            for index, live in enumerate(self._live(trial)):
+                member = _member(last, index)
+                self._record(live, member.get("qsweep_status", "failed"), member)
+            self.live.pop(trial.trial_id, None)
         elif not self.interrupted.is_set():
-            self._record(trial, "stopped", last)  # stopped early by the scheduler (ASHA)
+            for index, live in enumerate(self._live(trial)):  # stopped early by ASHA
+                self._record(live, "stopped", _member(last, index))
+            self.live.pop(trial.trial_id, None)
         else:
             self._forget(trial)
 
@@ -269,24 +373,24 @@ class _StudyCallback(Callback):
                 message = lines[-1] if lines else message
         except Exception:  # noqa: BLE001 - best effort
             pass
-        self._record(trial, "failed", {"error": message, "attempts": 1})
+        for live in self._live(trial):
+            self._record(live, "failed", {"error": message, "attempts": 1})
+        self.live.pop(trial.trial_id, None)
 
     def abandon_all(self) -> None:
         """Trials still running when Tune returned (graceful stop): not rows; runs KILLED."""
-        for live in self.live.values():
-            self.progress.running.discard(live.trial_id)
-            self.logger.abandon(live.trial_id)
+        for members in self.live.values():
+            for live in members:
+                self.progress.running.discard(live.trial_id)
+                self.logger.abandon(live.trial_id)
         self.live.clear()
 
     def _forget(self, trial) -> None:
-        live = self.live.pop(trial.trial_id, None)
-        if live is not None:
+        for live in self.live.pop(trial.trial_id, []):
             self.progress.running.discard(live.trial_id)
             self.logger.abandon(live.trial_id)
 
-    def _record(self, trial, status: str, last: dict[str, Any]) -> None:
-        live = self._live(trial)
-        self.live.pop(trial.trial_id, None)
+    def _record(self, live: _Live, status: str, last: dict[str, Any]) -> None:
         partial = dict(
             val_accuracy=live.best,
             best_epoch=live.best_epoch,
@@ -303,6 +407,7 @@ class _StudyCallback(Callback):
             last=last,
             partial=partial,
         )
+        row["pack_id"] = live.pack_id
         self.table.add(row)
         self.logger.finish(live.trial_id, row)
         self.ran += 1
@@ -380,12 +485,17 @@ def run_study(
     data: EmbeddedSplits | None = None,
     stream: TextIO | None = None,
     progress_interval_s: float = 30.0,
+    pack_size: int | str | None = None,
 ) -> StudyOutcome:
-    """Run (or resume) a study; returns counts. ``data`` skips embedding (tests, benchmarks)."""
+    """Run (or resume) a study; returns counts. ``data`` skips embedding (tests, benchmarks).
+
+    ``pack_size`` overrides the study's (``auto`` | N; 1 turns packing off).
+    """
     t0 = time.monotonic()
     study_dir = Path(study_dir).resolve()
     fit_ref: FitRef = fit or os.environ.get("QSWEEP_FIT") or DEFAULT_FIT
     concurrency = max_concurrent or spec.max_concurrent
+    size = resolve_pack_size(spec, pack_size)
     with StudyLock(study_dir):
         prepare_study_dir(spec, study_dir, resume=resume)
         uri = tracking_uri or default_tracking_uri(study_dir)
@@ -405,7 +515,12 @@ def run_study(
             if not spec.is_optuna
             else []
         )
-        remaining = max(0, planned_n - len(done)) if spec.is_optuna else len(todo)
+        if spec.is_optuna:  # suggestions still to make (each one trains every seed)
+            suggested = {table.rows[t]["point_id"] for t in done if t in table.rows}
+            remaining = max(0, spec.search.trials - len(suggested))
+        else:
+            remaining = len(todo)
+        packs = plan_packs(todo, size, gpu=spec.resources.get("gpu", 0) > 0)
         outcome = StudyOutcome(study_dir, planned_n, 0, len(done), 0, 0, False, 0.0, uri)
         if remaining == 0:
             outcome.wall_time_s = time.monotonic() - t0
@@ -442,8 +557,8 @@ def run_study(
                 spec, table, logger, progress, interrupted, on_signal,
                 next_index=table.next_optuna_index(),
             )  # fmt: skip
-            tuner = _tuner(spec, todo, remaining, concurrency, table, callback, interrupted,
-                           study_dir, data, fit_ref)  # fmt: skip
+            tuner = _tuner(spec, packs, remaining, concurrency, table, callback, interrupted,
+                           study_dir, data, fit_ref, size)  # fmt: skip
             tuner.fit()
             callback.abandon_all()
         finally:
@@ -464,12 +579,13 @@ def run_study(
 
 def _dirname(trial) -> str:
     meta = trial.config.get("qsweep")
-    return meta["trial_id"] if meta else f"trial_{trial.trial_id}"
+    return meta["pack_id"] if meta else f"trial_{trial.trial_id}"
 
 
 def _tuner(
-    spec, todo, remaining, concurrency, table, callback, interrupted, study_dir, data, fit_ref
-) -> Tuner:
+    spec, packs, remaining, concurrency, table, callback, interrupted, study_dir, data, fit_ref,
+    pack_size,
+) -> Tuner:  # fmt: skip
     from ray.tune import FailureConfig
     from ray.tune.schedulers import ASHAScheduler
 
@@ -480,8 +596,10 @@ def _tuner(
         retries=spec.retries,
         cpu=spec.resources["cpu"],
         fixed=dict(spec.fixed),
-        seed=spec.seeds[0],
+        seeds=tuple(spec.seeds),
         metric=spec.metric,
+        mode=spec.mode,
+        pack_size=pack_size,
     )
     trainable = tune.with_resources(
         trainable, {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
@@ -489,8 +607,8 @@ def _tuner(
     scheduler = None
     if spec.early_stopping:
         max_t = (
-            max(p.config.epochs for p in todo)
-            if todo
+            max(m.config.epochs for p in packs for m in p.members)
+            if packs
             else int(spec.fixed.get("epochs", TrialConfig.epochs))
         )
         scheduler = ASHAScheduler(
@@ -513,13 +631,15 @@ def _tuner(
     else:
         points = [
             {
-                "trial_id": p.trial_id,
-                "point_id": p.point_id,
-                "seed": p.seed,
-                "config": p.config.to_dict(),
+                "pack_id": pack.pack_id,
+                "members": [
+                    {"trial_id": m.trial_id, "point_id": m.point_id, "seed": m.seed,
+                     "config": m.config.to_dict()}
+                    for m in pack.members
+                ],
             }
-            for p in todo
-        ]
+            for pack in packs
+        ]  # fmt: skip
         param_space = {"qsweep": tune.grid_search(points)}
         tune_config = TuneConfig(
             metric=spec.metric,

@@ -61,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="trials running at once (overrides max_concurrent)",
     )
     p.add_argument(
+        "--pack-size",
+        metavar="N|auto",
+        help="trials trained together as one packed model (one Ray trial) when they differ "
+        "only in seed, learning_rate, lr_decay or weight_decay; 1: off; default: the study's "
+        "pack_size (auto: chosen from qubits, device and memory)",
+    )
+    p.add_argument(
         "--dry-run", action="store_true", help="print the plan and a cost estimate; run nothing"
     )
     p.set_defaults(func=run)
@@ -83,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
             f"--max-concurrent {args.max_concurrent} is not allowed; give an integer >= 1."
         )
     concurrency = args.max_concurrent or spec.max_concurrent
+    if args.pack_size is not None:
+        from orchestrator.packing import parse_pack_size
+
+        spec = spec.replace(pack_size=parse_pack_size(args.pack_size, "--pack-size"))
     study_dir = Path(args.results) if args.results else Path("results") / spec.name
 
     if args.dry_run:

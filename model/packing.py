@@ -1,0 +1,80 @@
+"""Which trials can share one packed model, and how many: facts the planner needs without torch.
+
+Trials whose configs differ only in :data:`PACKABLE_KEYS` train as one model
+(``model.training.fit_packed``). :func:`auto_pack_size` is ``pack_size: auto``;
+:func:`use_adjoint` says whether a config's circuits use adjoint gradients.
+"""
+
+from __future__ import annotations
+
+import os
+
+from model.config import TrialConfig
+from model.heads import registry
+
+__all__ = [
+    "PACKABLE_KEYS",
+    "ADJOINT_MIN_QUBITS",
+    "AUTO_PACK_MAX",
+    "pack_key",
+    "auto_pack_size",
+    "use_adjoint",
+]
+
+PACKABLE_KEYS = ("seed", "learning_rate", "lr_decay", "weight_decay")
+
+# From this register size on, circuits are differentiated by un-computing them (adjoint):
+# peak memory a few states instead of about two per circuit step. Measured with
+# `python -m model.benchmark_trials --memory --qubits Q` (README "Adjoint gradients"):
+# at 10 qubits adjoint is 1.24x slower, at 14 qubits 0.46x the time, at 18 0.70x.
+ADJOINT_MIN_QUBITS = 14
+
+
+def use_adjoint(config: TrialConfig) -> bool:
+    """``trial.gradient``: adjoint | autograd | auto (adjoint from ADJOINT_MIN_QUBITS qubits)."""
+    if config.gradient == "auto":
+        return config.qubits >= ADJOINT_MIN_QUBITS
+    return config.gradient == "adjoint"
+
+
+# Largest automatic pack: on a CPU throughput per trial stops growing near 8 members
+# (model/benchmark_trials.py); a GPU keeps gaining until memory or 64 members.
+AUTO_PACK_MAX = {"cpu": 8, "gpu": 64}
+
+
+def auto_pack_size(config: TrialConfig, *, gpu: bool, memory_bytes: int | None = None) -> int:
+    """``pack_size: auto``: members that fit half the memory, capped per device kind.
+
+    Memory per member is estimated from the state size ``batch x encoders x 2**qubits``
+    complex64 amplitudes times the states a training step keeps: about two per circuit
+    step with autograd, about eight with adjoint gradients. sklearn heads are not packed.
+    """
+    if registry.is_sklearn(config.head):
+        return 1
+    cap = AUTO_PACK_MAX["gpu" if gpu else "cpu"]
+    if not config.is_quantum:
+        return cap
+    if memory_bytes is None:
+        memory_bytes = (
+            _gpu_memory() if gpu else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        )
+    layers = config.encoder_layers + config.reuploads * config.reupload_layers + config.main_layers
+    blocks = -(-config.qubits // (4 if config.qubits <= 11 else 5))
+    kept = 8 if use_adjoint(config) else 2 * layers * (blocks + 1)
+    state = config.batch_size * max(1, config.encoders) * (1 << config.qubits) * 8
+    return int(max(1, min(cap, (memory_bytes // 2) // (state * kept))))
+
+
+def _gpu_memory() -> int:
+    """Memory of the visible GPU; 16 GB when planning on a machine without one."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory
+    return 16 << 30
+
+
+def pack_key(config: TrialConfig) -> tuple:
+    """Trials with equal keys can share one packed model (all but PACKABLE_KEYS equal)."""
+    values = config.to_dict()
+    return tuple(sorted((k, v) for k, v in values.items() if k not in PACKABLE_KEYS))

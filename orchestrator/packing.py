@@ -1,0 +1,109 @@
+"""Which trials share one packed model (one Ray trial): the pack plan of a study.
+
+
+Trials whose configs differ only in ``model.training.PACKABLE_KEYS`` (seed, learning
+rate, LR decay, weight decay) are grouped in plan order and cut into packs of at most
+``pack_size`` members. Each member keeps its own trial id, row and MLflow run; the pack
+id only tags them. Pure Python: no Ray, testable on its own.
+
+    packs = plan_packs(spec.planned_trials(), resolve_pack_size(spec), gpu=False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from model.errors import ConfigError
+from model.packing import auto_pack_size, pack_key
+
+__all__ = [
+    "Pack",
+    "plan_packs",
+    "resolve_pack_size",
+    "parse_pack_size",
+    "size_for",
+    "pack_summary",
+]
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Trials trained together; ``members`` are ``orchestrator.spec.PlannedTrial``s."""
+
+    pack_id: str
+    members: tuple[Any, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+def parse_pack_size(value: Any, where: str = "pack_size") -> int | str:
+    """``auto`` or an integer >= 1 (1 turns packing off)."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"{where} = {value!r} is not allowed; allowed: auto or an integer >= 1 "
+            "(1: every trial alone)."
+        )
+    return value
+
+
+def resolve_pack_size(spec, requested: int | str | None = None) -> int | str:
+    """The pack size a study runs with: ``requested`` (CLI) over ``spec.pack_size``.
+
+    ``auto`` stays ``auto``: :func:`plan_packs` asks
+    :func:`model.packing.auto_pack_size` (qubits, device, memory) once per group of
+    packable trials. ASHA stops Ray trials, so with early stopping packing is off under
+    ``auto`` and an explicit size > 1 is an error.
+    """
+    value = spec.pack_size if requested is None else parse_pack_size(requested, "--pack-size")
+    if spec.early_stopping:
+        if value != "auto" and value > 1:
+            raise ConfigError(
+                f"pack_size = {value} cannot be combined with early_stopping (ASHA): ASHA stops "
+                "whole Ray trials, and a pack is one Ray trial, so it would stop every member "
+                "of a pack together. Use pack_size: 1 (or auto, which is 1 with ASHA), or drop "
+                "early_stopping."
+            )
+        return 1
+    return value
+
+
+def size_for(config, pack_size: int | str, *, gpu: bool) -> int:
+    """``pack_size`` for trials like ``config``: the number, or the automatic choice."""
+    return auto_pack_size(config, gpu=gpu) if pack_size == "auto" else int(pack_size)
+
+
+def plan_packs(trials: Sequence[Any], pack_size: int | str, *, gpu: bool = False) -> list[Pack]:
+    """Group ``trials`` (PlannedTrial, in order) into packs of equal pack key, <= pack_size."""
+    groups: dict[tuple, list[Any]] = {}
+    for trial in trials:
+        groups.setdefault(pack_key(trial.config), []).append(trial)
+    packs = []
+    for members in groups.values():
+        size = max(1, size_for(members[0].config, pack_size, gpu=gpu))
+        for lo in range(0, len(members), size):
+            chunk = tuple(members[lo : lo + size])
+            pack_id = chunk[0].trial_id if len(chunk) == 1 else f"{chunk[0].trial_id}+{len(chunk)}"
+            packs.append(Pack(pack_id, chunk))
+    first_index = {id(t): i for i, t in enumerate(trials)}
+    packs.sort(key=lambda p: first_index[id(p.members[0])])
+    return packs
+
+
+def pack_summary(packs: Sequence[Pack]) -> str:
+    """One line for --dry-run: how many packs of which sizes."""
+    if not packs:
+        return "packs: none"
+    sizes: dict[int, int] = {}
+    for p in packs:
+        sizes[p.size] = sizes.get(p.size, 0) + 1
+    parts = ", ".join(f"{n} of {s}" for s, n in sorted(sizes.items(), reverse=True))
+    members = sum(p.size for p in packs)
+    return f"packs: {len(packs)} Ray trials for {members} trials ({parts})"
