@@ -86,9 +86,10 @@ def test_build_head_dispatch(monkeypatch):
     assert isinstance(build_head(TrialConfig(head="mlp", hidden=4), 10), MLPHead)
 
     class FakeQuantumHead(torch.nn.Module):
-        def __init__(self, config, input_dim):
+        def __init__(self, config, input_dim, *, seeds=None, adjoint=False):
             super().__init__()
             self.config, self.input_dim = config, input_dim
+            self.seeds, self.adjoint = seeds, adjoint
 
     fake = types.ModuleType("model.heads.quantum")
     fake.QuantumHead = FakeQuantumHead
@@ -97,6 +98,9 @@ def test_build_head_dispatch(monkeypatch):
         built = build_head(TrialConfig(head=head), 12)
         assert isinstance(built, FakeQuantumHead)
         assert built.config.head == head and built.input_dim == 12
+        assert built.seeds is None and built.adjoint is False
+    built = build_head(TrialConfig(head="quantum"), 12, seeds=[3, 4], adjoint=True)
+    assert built.seeds == [3, 4] and built.adjoint is True
     for head in ("logreg", "svc"):
         with pytest.raises(ConfigError, match="baselines"):
             build_head(TrialConfig(head=head), 12)
