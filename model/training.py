@@ -51,6 +51,8 @@ __all__ = [
     "use_adjoint",
     "ADJOINT_MIN_QUBITS",
     "auto_pack_size",
+    "use_cuda_graphs",
+    "StepGraph",
 ]
 
 EpochCallback = Callable[[dict[str, Any]], Any]
@@ -166,6 +168,7 @@ class _PackedTrainer:
         self.y_train = torch.as_tensor(data.y_train, dtype=torch.long, device=dev)
         self.x_val = torch.as_tensor(data.x_val, dtype=torch.float32, device=dev)
         self.y_val = torch.as_tensor(data.y_val, dtype=torch.long, device=dev)
+        self.graph = StepGraph(self._step) if use_cuda_graphs(cfg, self.device) else None
         per_sample = (1 << cfg.qubits) * max(1, cfg.encoders) * self.t if cfg.is_quantum else 1
         self.eval_batch = max(1, min(cfg.eval_batch_size, _EVAL_AMPLITUDES // per_sample))
 
@@ -175,9 +178,23 @@ class _PackedTrainer:
         n = len(self.y_train)
         return torch.stack([torch.randperm(n, generator=g) for g in self.shuffle]).to(self.device)
 
+    def _step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One training step of every member: forward, backward, Adam. Returns the
+        per-member mean losses ``(T,)`` and the logits ``(b, T, 2)`` (both detached)."""
+        logits = self.head(x)  # (b, T, 2)
+        losses = (
+            F.cross_entropy(logits.reshape(-1, 2), y.reshape(-1), reduction="none")
+            .view(y.shape)
+            .mean(0)
+        )  # (T,)
+        self.head.zero_grad(set_to_none=False)
+        losses.masked_fill(~self.optimizer.alive, 0.0).sum().backward()
+        self.optimizer.step()
+        return losses.detach(), logits.detach()
+
     def _train_epoch(self, lr: Tensor, alive: Tensor) -> tuple[Tensor, Tensor]:
-        head, b = self.head, self.cfg.batch_size
-        head.train()
+        b = self.cfg.batch_size
+        self.head.train()
         orders = self._orders()
         n = orders.shape[1]
         loss_sum = torch.zeros(self.t, device=self.device, dtype=torch.float64)
@@ -186,17 +203,12 @@ class _PackedTrainer:
         for lo in range(0, n, b):
             idx = orders[:, lo : lo + b].T  # (b, T)
             x, y = self.x_train[idx], self.y_train[idx]  # (b, T, d), (b, T)
-            logits = head(x)  # (b, T, 2)
-            losses = (
-                F.cross_entropy(logits.reshape(-1, 2), y.reshape(-1), reduction="none")
-                .view(y.shape)
-                .mean(0)
-            )  # (T,)
-            head.zero_grad(set_to_none=False)
-            losses.masked_fill(~alive, 0.0).sum().backward()
-            self.optimizer.step()
-            loss_sum += losses.detach().double() * idx.shape[0]
-            correct += (logits.detach().argmax(-1) == y).sum(0)
+            if self.graph is not None and idx.shape[0] == b:
+                losses, logits = self.graph.run(x, y)  # full batches: the captured step
+            else:
+                losses, logits = self._step(x, y)  # the last, smaller batch runs eager
+            loss_sum += losses.double() * idx.shape[0]
+            correct += (logits.argmax(-1) == y).sum(0)
         return loss_sum / n, correct.double() / n
 
     @torch.no_grad()
@@ -325,7 +337,9 @@ class PackedAdam:
         self.params = [p for p in head.parameters() if p.requires_grad]
         self.b1, self.b2 = betas
         self.eps = eps
-        self.step_count = 0
+        self.step_count = torch.zeros(
+            (), dtype=torch.float32, device=device
+        )  # on device: capturable
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         t = len(lr)
@@ -346,9 +360,10 @@ class PackedAdam:
 
     @torch.no_grad()
     def step(self) -> None:
+        """One update; tensor-only (no host sync), so a CUDA graph can capture it."""
         self.step_count += 1
-        bc1 = 1 - self.b1**self.step_count
-        bc2_sqrt = (1 - self.b2**self.step_count) ** 0.5
+        bc1 = 1 - torch.pow(self.b1, self.step_count)
+        bc2_sqrt = (1 - torch.pow(self.b2, self.step_count)).sqrt()
         for p, m, v in zip(self.params, self.m, self.v, strict=True):
             grad = p.grad
             if self.any_wd:
@@ -359,6 +374,79 @@ class PackedAdam:
             update = (m / denom) * self._view(self.lr / bc1, p)
             keep = self._view(self.alive, p)
             p.sub_(torch.where(keep, update, torch.zeros((), dtype=p.dtype, device=p.device)))
+
+
+def use_cuda_graphs(config: TrialConfig, device: torch.device) -> bool:
+    """``trial.cuda_graphs``: auto (on for CUDA) | on | off. CPU stays eager."""
+    if config.cuda_graphs == "on" and device.type != "cuda":
+        raise ConfigError(
+            f"trial.cuda_graphs = 'on' needs a CUDA device, but the trial runs on {device}; "
+            "use auto (graphs on CUDA, eager on CPU) or off."
+        )
+    return device.type == "cuda" and config.cuda_graphs != "off"
+
+
+class StepGraph:
+    """A training step captured once as a CUDA graph and replayed with new inputs.
+
+    The first :data:`WARMUP` calls run eagerly on a side stream (they are real steps: they
+    create the gradient buffers and Adam state the graph will reuse); the next call
+    copies its batch into static input buffers, captures ``step(x, y)`` and replays it.
+    Every later call copies the batch in and replays. Random draws inside (shot and gate
+    noise) come from per-member generators registered with the graph, so every replay
+    advances their seeded streams (graph-safe RNG: reproducible, though the numbers
+    differ from an eager run's). ``capture`` is replaceable for tests on a CPU.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]) -> None:
+        self.step = step
+        self.calls = 0
+        self.static: tuple[Tensor, Tensor] | None = None
+        self.outputs: tuple[Tensor, Tensor] | None = None
+        self.replay: Callable[[], None] | None = None
+
+    def run(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        self.calls += 1
+        if self.replay is None and self.calls <= self.WARMUP:
+            return self._warmup(x, y)
+        if self.replay is None:
+            self.static = (x.clone(), y.clone())
+            self.replay, self.outputs = self.capture(self.step, self.static)
+        else:
+            self.static[0].copy_(x)
+            self.static[1].copy_(y)
+        self.replay()
+        return self.outputs[0].clone(), self.outputs[1].clone()
+
+    def _warmup(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if x.device.type != "cuda":
+            return self.step(x, y)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = self.step(x, y)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    @staticmethod
+    def capture(step, static: tuple[Tensor, Tensor]):
+        """Capture ``step(*static)``; returns (replay function, static outputs)."""
+        graph = torch.cuda.CUDAGraph()
+        for gen in _noise_generators(step):
+            graph.register_generator_state(gen)
+        with torch.cuda.graph(graph):
+            outputs = step(*static)
+        return graph.replay, outputs
+
+
+def _noise_generators(step) -> list[torch.Generator]:
+    """The per-member noise generators of the head behind a trainer's bound ``_step``."""
+    trainer = getattr(step, "__self__", None)
+    pqc = getattr(getattr(trainer, "head", None), "pqc", None)
+    rng = getattr(pqc, "noise_rng", None)
+    return list(rng.generators) if isinstance(rng, MemberRNG) else []
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from model.config import TrialConfig
 from model.errors import ConfigError
@@ -113,3 +114,49 @@ def test_stopping_one_member_keeps_the_others_running():
     assert b.epochs_run == 5 and len(b.history) == 5
     assert (0, 3) not in seen and (1, 5) in seen
     assert 1 <= a.best_epoch <= 2
+
+
+def _emulated_capture(step, static):
+    """A CPU stand-in for CUDA graph capture: record nothing, replay = run on the static inputs."""
+    x, y = static
+    outputs = (torch.empty(y.shape[1]), torch.empty(*y.shape, 2))
+
+    def replay():
+        losses, logits = step(x, y)
+        outputs[0].copy_(losses)
+        outputs[1].copy_(logits)
+
+    return replay, outputs
+
+
+def test_graph_step_bookkeeping_matches_eager(monkeypatch):
+    """Static input buffers, warm-up, the eager last batch and capturable Adam give the
+    eager results (the capture itself needs CUDA; here it is emulated)."""
+    from model import training
+
+    data = _data(n_train=37)  # batches of 8: 4 full (captured), 1 of 5 (eager)
+    cfg = TrialConfig(head="quantum", qubits=4, shots=100, noise_p1=0.02, reuploads=2,
+                      epochs=3, batch_size=8, device="cpu")  # fmt: skip
+    configs = [cfg, cfg.replace(seed=1, learning_rate=0.02)]
+    eager = fit_packed(configs, data)
+    calls = []
+
+    def capture(step, static):
+        calls.append(static[0].shape)
+        return _emulated_capture(step, static)
+
+    monkeypatch.setattr(training, "use_cuda_graphs", lambda config, device: True)
+    monkeypatch.setattr(training.StepGraph, "capture", staticmethod(capture))
+    graphed = fit_packed(configs, data)
+    assert calls == [(8, 2, 12)]  # captured once, for the full-batch shape
+    for a, b in zip(eager, graphed, strict=True):
+        assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+        assert (a.best_epoch, a.val_accuracy, a.test_accuracy) == (
+            b.best_epoch, b.val_accuracy, b.test_accuracy
+        )  # fmt: skip
+
+
+def test_cuda_graphs_on_without_cuda_is_a_config_error():
+    cfg = TrialConfig(head="mlp", epochs=1, device="cpu", cuda_graphs="on")
+    with pytest.raises(ConfigError, match="cuda_graphs = 'on' needs a CUDA device"):
+        fit(cfg, _data())
