@@ -61,6 +61,13 @@ def apply_matrix(state: Tensor, m: Tensor, first: int, n: int) -> Tensor:
     state, m = _match(state, m)
     batch = state.shape[:-1]
     a, b = 2**first, 2 ** (n - first - k)
+    if m.dim() > 2:
+        # per-member / per-sample matrices: one einsum, which folds every axis the matrix
+        # does not carry into the GEMM's columns (a few large matmuls instead of
+        # batch x 2**first tiny ones on a broadcast copy of the matrix)
+        view = state.reshape(*batch, a, size, b)
+        out = torch.einsum("...kl,...alb->...akb", m, view)
+        return out.reshape(*batch, 2**n)
     if b == 1:  # last qubits: rows of (*batch, a, K) times M^T -- one (batched) GEMM
         out = torch.matmul(state.reshape(*batch, a, size), m.transpose(-1, -2))
     elif a == 1:  # first qubits: M @ (*batch, K, b)
