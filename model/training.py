@@ -129,11 +129,9 @@ def fit_packed(
                 f"trials in one pack may differ only in {', '.join(PACKABLE_KEYS)}; "
                 f"these differ too: {', '.join(dict.fromkeys(diff))}."
             )
-    if registry.is_sklearn(first.head):
-        raise ConfigError(
-            f"trial.head = {first.head!r} is a scikit-learn baseline; it is not packed."
-        )
     data.check_trainable()
+    if registry.is_sklearn(first.head):  # fitted once each, nothing to share
+        return [registry.load(c.head)(c, data) for c in configs]
     return _PackedTrainer(list(configs), data, on_epoch, stop_on_error).run()
 
 

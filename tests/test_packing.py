@@ -160,3 +160,11 @@ def test_cuda_graphs_on_without_cuda_is_a_config_error():
     cfg = TrialConfig(head="mlp", epochs=1, device="cpu", cuda_graphs="on")
     with pytest.raises(ConfigError, match="cuda_graphs = 'on' needs a CUDA device"):
         fit(cfg, _data())
+
+
+def test_sklearn_configs_are_fitted_one_by_one():
+    data = _data()
+    configs = [TrialConfig(head="logreg", seed=s) for s in (0, 1)]
+    results = fit_packed(configs, data)
+    assert [r.config["seed"] for r in results] == [0, 1]
+    assert results[0].val_accuracy == fit(configs[0], data).val_accuracy
