@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from model.config import TrialConfig
 from model.errors import ConfigError
+from model.heads import registry
 from model.heads.packed import PackedLinear, as_members, from_members, member_generators
 from model.quantum.circuits import (
     CircuitRunner,
@@ -193,9 +194,10 @@ class QuantumHead(nn.Module):
         adjoint: bool = False,
     ) -> None:
         super().__init__()
-        if config.head not in ("quantum", "mlp_encoder"):
+        if not registry.is_quantum(config.head):
             raise ConfigError(
-                f"trial.head = {config.head!r} is not a quantum head; allowed: quantum, mlp_encoder."
+                f"trial.head = {config.head!r} is not a quantum head; "
+                f"allowed: {', '.join(registry.QUANTUM_HEADS)}."
             )
         if input_dim < 1:
             raise ConfigError(f"input_dim = {input_dim} must be >= 1.")
