@@ -37,15 +37,10 @@ from torch import Tensor, nn
 
 from model.config import TrialConfig
 from model.quantum import noise as qnoise
+from model.quantum.adjoint import run_steps
 from model.quantum.encoding import angle_matrices
 from model.quantum.gates import rot_matrix, ry_matrix_real
-from model.quantum.statevector import (
-    apply_matrix,
-    apply_permutation,
-    block_bounds,
-    cnot_permutation,
-    kron_block,
-)
+from model.quantum.statevector import block_bounds, cnot_permutation, kron_block
 
 __all__ = [
     "Op",
@@ -201,11 +196,6 @@ class CircuitRunner(nn.Module):
         firsts = [first for first, _ in self.bounds]
         return [list(zip(firsts, blocks, strict=True)) for blocks in zip(*per_block, strict=True)]
 
-    def _entangle(self, state: Tensor) -> Tensor:
-        if self.spec.n_qubits == 1:
-            return state
-        return apply_permutation(state, self.perm, self.inverse)
-
     def forward(
         self,
         state: Tensor,
@@ -215,29 +205,48 @@ class CircuitRunner(nn.Module):
         input_scale: float = math.pi,
         p1: float = 0.0,
         p2: float = 0.0,
-        generator: torch.Generator | None = None,
+        generator=None,
+        adjoint: bool = False,
     ) -> Tensor:
+        """Final state ``(*batch, 2**q)``. ``generator``: None, a torch.Generator or a
+        :class:`model.quantum.rng.MemberRNG` (packed trials); ``adjoint``: keep only a few
+        states for the backward (:mod:`model.quantum.adjoint`)."""
         spec, n = self.spec, self.spec.n_qubits
         noisy = p1 > 0 or p2 > 0
         mats = layer_matrices(weights, spec.rotation)  # (L, *wb, q, 2, 2)
         if spec.is_real is False and not state.is_complex():
             state = state.to(mats.dtype)  # static dtype decision: complex from the start
-        enc = angle_matrices(z, input_scale) if z is not None else None  # (B, q, 2, 2) real
+        enc = angle_matrices(z, input_scale) if z is not None else None  # (*batch, q, 2, 2) real
         fuse = self.fuse_encoding and not noisy and enc is not None and bool(self.fused)
         if fuse:
             # encode + rotation layer -> one per-sample layer (identity for the other layers)
             enc_c = enc.to(mats.dtype)
             eye = torch.eye(2, dtype=mats.dtype, device=mats.device).expand_as(enc_c)
             enc_all = torch.stack([enc_c if i in self.fused else eye for i in range(mats.shape[0])])
-            mats = mats.unsqueeze(-4) @ enc_all  # (L, B, q, 2, 2)
-        layers = self._layer_blocks(mats) if mats.shape[0] else []
-        # the latent is the same at every re-upload: build its per-sample blocks once
-        enc_blocks = self._layer_blocks(enc.unsqueeze(0))[0] if enc is not None else []
-        if state.is_complex():
-            enc_blocks = [(first, m.to(state.dtype)) for first, m in enc_blocks]
+            wb = mats.shape[1:-3]  # weights' batch dims, right-aligned with the state's batch
+            pad = (1,) * (enc_c.dim() - 3 - len(wb))
+            mats = mats.reshape(mats.shape[0], *pad, *mats.shape[1:]) @ enc_all  # (L, *batch, q, 2, 2)
 
+        blocks: list[Tensor] = []  # the matrices the steps refer to (by index)
+        layers = []
+        if mats.shape[0]:
+            for layer in self._layer_blocks(mats):
+                layers.append([(first, len(blocks) + j) for j, (first, _) in enumerate(layer)])
+                blocks += [m for _, m in layer]
+        # the latent is the same at every re-upload: build its per-sample blocks once
+        enc_steps = []
+        if enc is not None:
+            for first, m in self._layer_blocks(enc.unsqueeze(0))[0]:
+                enc_steps.append(("m", first, len(blocks)))
+                blocks.append(m.to(state.dtype) if state.is_complex() else m)
+
+        steps: list[tuple] = []
         x_bits = z_bits = None  # pending Pauli frame (noisy path)
         batch = state.shape[:-1]
+
+        def flush() -> None:
+            steps.append(("f", qnoise.bits_to_mask(x_bits), qnoise.bits_to_mask(z_bits)))
+
         ops = spec.ops
         for pos, op in enumerate(ops):
             if op.kind == ENCODE:
@@ -246,26 +255,24 @@ class CircuitRunner(nn.Module):
                 if fuse and pos + 1 < len(ops) and ops[pos + 1].kind == ROTATE:
                     continue  # fused into the next rotation layer
                 if x_bits is not None:
-                    state = qnoise.apply_pauli_frame(state, x_bits, z_bits)
-                for first, m in enc_blocks:
-                    state = apply_matrix(state, m, first, n)
+                    flush()
+                steps += enc_steps
                 if noisy:
                     x_bits, z_bits = qnoise.sample_1q_depolarizing(
                         batch, n, p1, device=state.device, generator=generator
                     )
             elif op.kind == ROTATE:
                 if x_bits is not None:
-                    state = qnoise.apply_pauli_frame(state, x_bits, z_bits)
+                    flush()
                     x_bits = z_bits = None
-                for first, m in layers[op.index]:
-                    state = apply_matrix(state, m, first, n)
+                steps += [("m", first, i) for first, i in layers[op.index]]
                 if noisy:
                     x_bits, z_bits = qnoise.sample_1q_depolarizing(
                         batch, n, p1, device=state.device, generator=generator
                     )
-            else:  # entangle
-                state = self._entangle(state)
-                if noisy and n > 1:
+            elif n > 1:  # entangle (no entangler on one qubit)
+                steps.append(("p",))
+                if noisy:
                     if x_bits is None:
                         x_bits = torch.zeros(*batch, n, dtype=torch.bool, device=state.device)
                         z_bits = torch.zeros_like(x_bits)
@@ -273,5 +280,5 @@ class CircuitRunner(nn.Module):
                         x_bits, z_bits, spec.pairs, p2, generator=generator
                     )
         if x_bits is not None:
-            state = qnoise.apply_pauli_frame(state, x_bits, z_bits)
-        return state
+            flush()
+        return run_steps(state, steps, blocks, n, self.perm, self.inverse, adjoint=adjoint)

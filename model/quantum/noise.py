@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from model.quantum import rng
+
 __all__ = [
     "gaussian_shot_probs",
     "multinomial_shot_probs",
@@ -34,6 +36,7 @@ __all__ = [
     "propagate_block",
     "bits_to_mask",
     "apply_pauli_frame",
+    "apply_pauli_masks",
 ]
 
 
@@ -42,7 +45,7 @@ def gaussian_shot_probs(
     p: Tensor, shots: int, *, generator: torch.Generator | None = None
 ) -> Tensor:
     """Differentiable Gaussian shot-noise sample of ``p`` ``(*batch, N)``, rectified."""
-    eps = torch.randn(p.shape, dtype=p.dtype, device=p.device, generator=generator)
+    eps = rng.randn(p.shape, generator, dtype=p.dtype, device=p.device)
     root = p.clamp_min(0).sqrt() * eps
     p_hat = p + (root - p * root.sum(-1, keepdim=True)) / shots**0.5
     p_hat = p_hat.clamp_min(0)
@@ -55,7 +58,8 @@ def multinomial_shot_probs(
     """Frequencies of ``shots`` exact multinomial draws from ``p`` ``(*batch, N)`` (no grad)."""
     flat = p.detach().reshape(-1, p.shape[-1]).clamp_min(0)
     cdf = flat.cumsum(-1)
-    u = torch.rand(flat.shape[0], shots, dtype=flat.dtype, device=flat.device, generator=generator)
+    u = rng.rand((*p.shape[:-1], shots), generator, dtype=flat.dtype, device=flat.device)
+    u = u.reshape(flat.shape[0], shots)
     # inverse-CDF sampling: exact multinomial draws, no limit on the number of categories
     draws = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_max(flat.shape[-1] - 1)
     counts = torch.zeros_like(flat).scatter_add_(1, draws, torch.ones_like(draws, dtype=flat.dtype))
@@ -79,9 +83,9 @@ def sample_1q_depolarizing(
 
     Each qubit: X (x=1, z=0), Y (1, 1), Z (0, 1) each with probability p1 / 3.
     """
-    u = torch.rand(*batch_shape, n, device=device, generator=generator)
+    u = rng.rand((*batch_shape, n), generator, device=device)
     hit = u < p1
-    which = torch.randint(1, 4, (*batch_shape, n), device=device, generator=generator)  # 1..3
+    which = rng.randint(1, 4, (*batch_shape, n), generator, device=device)  # 1..3
     x = hit & ((which & 1) == 1)  # X=1, Y=3
     z = hit & (which >= 2)  # Z=2, Y=3
     return x, z
@@ -95,8 +99,8 @@ def sample_2q_depolarizing(
     With probability p2 one of the 15 non-identity Paulis, uniformly (= a uniform non-zero
     4-bit pattern).
     """
-    hit = torch.rand(batch_shape, device=device, generator=generator) < p2
-    code = torch.randint(1, 16, batch_shape, device=device, generator=generator)
+    hit = rng.rand(batch_shape, generator, device=device) < p2
+    code = rng.randint(1, 16, batch_shape, generator, device=device)
     code = torch.where(hit, code, torch.zeros_like(code))
     return (code & 1) > 0, (code & 2) > 0, (code & 4) > 0, (code & 8) > 0
 
@@ -143,10 +147,24 @@ def apply_pauli_frame(state: Tensor, x: Tensor, z: Tensor) -> Tensor:
 
     state: ``(*batch, 2**n)``; x, z: bool ``(*batch, n)``. Returns ``(*batch, 2**n)``.
     """
+    return apply_pauli_masks(state, bits_to_mask(x), bits_to_mask(z))
+
+
+def apply_pauli_masks(
+    state: Tensor, xm: Tensor, zm: Tensor, *, inverse: bool = False
+) -> Tensor:
+    """``X^x Z^z`` from int64 basis masks ``(*batch,)``: ``new[i] = s(i ^ x) old[i ^ x]``.
+
+    ``inverse=True`` applies ``(X^x Z^z)^-1 = Z^z X^x``: ``old[i] = s(i) new[i ^ x]``,
+    with ``s(i) = (-1)**popcount(i & z)``. Both are unitary: the adjoint backward
+    un-computes a trajectory with the inverse.
+    """
     size = state.shape[-1]
     idx = torch.arange(size, device=state.device)
-    xm, zm = bits_to_mask(x), bits_to_mask(z)
-    sign = 1 - 2 * _parity(idx & zm[..., None])  # (*batch, N) int
-    real = state.real.dtype if state.is_complex() else state.dtype
-    state = state * sign.to(real)
-    return torch.gather(state, -1, idx ^ xm[..., None])
+    sign = (1 - 2 * _parity(idx & zm[..., None])).to(
+        state.real.dtype if state.is_complex() else state.dtype
+    )  # (*batch, N)
+    flip = (idx ^ xm[..., None]).expand(*state.shape[:-1], size)
+    if inverse:
+        return torch.gather(state, -1, flip) * sign
+    return torch.gather(state * sign, -1, flip)

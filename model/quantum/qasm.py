@@ -49,11 +49,12 @@ def circuit_qasm(spec: CircuitSpec, weights: Tensor, angles: Tensor) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_pqc(head, x: Tensor) -> tuple[str, list[float]]:
+def export_pqc(head, x: Tensor, *, member: int = 0) -> tuple[str, list[float]]:
     """QASM of ``head``'s PQC for one input ``x`` ``(1, d)`` and its exact ``<Z_k>``, k = 0..q-1.
 
     The latent is computed by the head's encoder (sQE or MLP); the expectations are
     noise-free and shot-free statevector values of exactly the exported circuit.
+    ``member`` picks one trial of a packed head.
     """
     if x.dim() == 1:
         x = x.unsqueeze(0)
@@ -62,8 +63,9 @@ def export_pqc(head, x: Tensor) -> tuple[str, list[float]]:
     pqc = head.pqc
     with torch.no_grad():
         param = next(head.parameters())
-        z = head.latent(x.to(device=param.device, dtype=param.dtype))  # (1, q)
-        state = pqc.final_state(z, noisy=False)
-        expvals = z_expectations(probabilities(state), pqc.qubits)[0]
-    text = circuit_qasm(pqc.spec, pqc.weights, pqc.input_scale * z[0])
+        xs = x.to(device=param.device, dtype=param.dtype)[:, None].expand(1, head.members, -1)
+        z = head.latent(xs)  # (1, T, q)
+        state = pqc.final_state(z, noisy=False)  # (1, T, 2**q)
+        expvals = z_expectations(probabilities(state), pqc.qubits)[0, member]
+    text = circuit_qasm(pqc.spec, pqc.weights[:, member], pqc.input_scale * z[0, member])
     return text, [float(v) for v in expvals.cpu()]
