@@ -29,6 +29,8 @@ ROTATIONS = ("rot", "ry")
 COMBINES = ("mean", "linear")
 PROTOCOLS = ("paper", "splits")
 DEVICES = ("auto", "cpu", "cuda")
+CUDA_GRAPHS = ("auto", "on", "off")
+GRADIENTS = ("auto", "adjoint", "autograd")
 DEFAULT_ENCODER = "sentence-transformers/paraphrase-mpnet-base-v2"
 
 
@@ -70,6 +72,8 @@ class TrialConfig:
     seed: int = 0
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
     eval_batch_size: int = 256
+    cuda_graphs: str = "auto"  # auto (on for CUDA) | on | off: capture the training step once, replay it
+    gradient: str = "auto"  # auto (adjoint from 14 qubits) | adjoint | autograd
 
     # ---------------------------------------------------------------------------------
     @classmethod
@@ -92,6 +96,8 @@ class TrialConfig:
         _choice(self, "rotation", ROTATIONS)
         _choice(self, "encoder_combine", COMBINES)
         _choice(self, "device", DEVICES)
+        _choice(self, "cuda_graphs", CUDA_GRAPHS)
+        _choice(self, "gradient", GRADIENTS)
         for key in ("qubits", "encoders", "epochs", "batch_size", "eval_batch_size"):
             _at_least(self, key, 1)
         for key in ("encoder_layers", "reupload_layers", "main_layers", "shots", "hidden", "seed"):

@@ -1,36 +1,68 @@
-"""Training one head on fixed embeddings: the trial contract every driver calls.
+"""Training heads on fixed embeddings: the trial contract every driver calls.
 
-    from model import fit, TrialConfig
+    from model import fit, fit_packed, TrialConfig
     result = fit(TrialConfig(qubits=10, epochs=800), embedded, on_epoch=print)
+    results = fit_packed([cfg.replace(seed=s) for s in range(8)], embedded)  # one model, 8 trials
 
 Adam with weight decay and per-epoch exponential learning-rate decay; the epoch with the
 best validation accuracy is kept (ties: the earlier epoch) and the test accuracy is
 measured with its weights. Knows nothing of Ray, MLflow or Slurm.
+
+**Packing.** Trials that differ only in :data:`PACKABLE_KEYS` (seed, learning rate, LR
+decay, weight decay) train as one model whose weights carry a member axis
+(``model.heads.packed``). Every member keeps its own seeded initial weights, data order
+and noise stream, its own Adam hyperparameters, best epoch and test accuracy: member t
+of a pack computes what ``fit`` computes for that config alone. ``fit`` is a pack of one.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from model.config import TrialConfig
 from model.errors import ConfigError
+from model.quantum.rng import MemberRNG
 from model.types import EmbeddedSplits, TrialResult
 
-__all__ = ["fit", "resolve_device", "evaluate", "count_parameters"]
+__all__ = [
+    "fit",
+    "fit_packed",
+    "PACKABLE_KEYS",
+    "pack_key",
+    "resolve_device",
+    "evaluate",
+    "count_parameters",
+    "use_adjoint",
+    "ADJOINT_MIN_QUBITS",
+    "StopMember",
+]
 
 EpochCallback = Callable[[dict[str, Any]], Any]
+# Packed callback: (member index, metrics) -> anything; raise StopMember to stop one member.
+MemberCallback = Callable[[int, dict[str, Any]], Any]
 
-# Largest number of amplitudes (batch x 2**qubits) evaluated at once without gradients.
+PACKABLE_KEYS = ("seed", "learning_rate", "lr_decay", "weight_decay")
+
+# Largest number of amplitudes (batch x members x 2**qubits) evaluated at once without gradients.
 _EVAL_AMPLITUDES = 1 << 22
+
+# From this register size on, circuits are differentiated by un-computing them (adjoint):
+# peak memory a few states instead of about two per gate. Measured with
+# model/benchmark_train.py --memory (README "Adjoint gradients"): below it autograd is
+# faster and its memory is small anyway.
+ADJOINT_MIN_QUBITS = 14
+
+
+class StopMember(Exception):
+    """Raised by a packed ``on_epoch`` callback to stop that member (e.g. by ASHA)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,8 +77,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Number of trainable scalars."""
+    """Number of trainable scalars (of all members of a packed head)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def use_adjoint(config: TrialConfig) -> bool:
+    """``trial.gradient``: adjoint | autograd | auto (adjoint from ADJOINT_MIN_QUBITS qubits)."""
+    if config.gradient == "auto":
+        return config.qubits >= ADJOINT_MIN_QUBITS
+    return config.gradient == "adjoint"
+
+
+def pack_key(config: TrialConfig) -> tuple:
+    """Trials with equal keys can share one packed model (all but PACKABLE_KEYS equal)."""
+    values = config.to_dict()
+    return tuple(sorted((k, v) for k, v in values.items() if k not in PACKABLE_KEYS))
+
+
+def _seed(seed: int, purpose: int) -> int:
+    """A distinct, reproducible seed per purpose (0 init, 1 data order, 2 noise)."""
+    return int(np.random.SeedSequence([int(seed), purpose]).generate_state(1)[0])
 
 
 def fit(
@@ -65,107 +115,295 @@ def fit(
         from model.heads.baselines import fit_baseline
 
         return fit_baseline(config, data)
+    member_cb = None if on_epoch is None else (lambda _t, metrics: on_epoch(metrics))
+    result = fit_packed([config], data, on_epoch=member_cb, stop_on_error=True)[0]
+    return result
 
-    from model.heads.factory import build_head
 
-    start = time.perf_counter()
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed % (2**32))
-    head = build_head(config, data.dim).to(device)
-    n_params = count_parameters(head)
+def fit_packed(
+    configs: Sequence[TrialConfig],
+    data: EmbeddedSplits,
+    on_epoch: MemberCallback | None = None,
+    *,
+    stop_on_error: bool = False,
+) -> list[TrialResult | Exception]:
+    """Train the trials ``configs`` (equal :func:`pack_key`) as one packed model.
 
-    x_train = torch.as_tensor(data.x_train, dtype=torch.float32, device=device)
-    y_train = torch.as_tensor(data.y_train, dtype=torch.long, device=device)
-    x_val = torch.as_tensor(data.x_val, dtype=torch.float32, device=device)
-    y_val = torch.as_tensor(data.y_val, dtype=torch.long, device=device)
+    Returns one entry per config, in order: its ``TrialResult``, or the exception that
+    stopped that member alone (a non-finite loss; ``StopMember`` from ``on_epoch``).
+    A member stopped by ``StopMember`` still gets a result for the epochs it ran.
+    ``stop_on_error`` re-raises a member's failure instead (what ``fit`` wants).
+    """
+    if not configs:
+        raise ConfigError("fit_packed needs at least one trial config.")
+    first = configs[0]
+    for c in configs[1:]:
+        if pack_key(c) != pack_key(first):
+            diff = sorted(k for (k, v) in set(pack_key(c)) ^ set(pack_key(first)))
+            raise ConfigError(
+                f"trials in one pack may differ only in {', '.join(PACKABLE_KEYS)}; "
+                f"these differ too: {', '.join(dict.fromkeys(diff))}."
+            )
+    if first.head in ("logreg", "svc"):
+        raise ConfigError(f"trial.head = {first.head!r} is a scikit-learn baseline; it is not packed.")
+    data.check_trainable()
+    return _PackedTrainer(list(configs), data, on_epoch, stop_on_error).run()
 
-    optimizer = torch.optim.Adam(
-        head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
-    shuffle = torch.Generator(device="cpu").manual_seed(config.seed)
-    eval_batch = _eval_batch_size(config)
 
-    history: list[dict[str, float]] = []
-    best_val, best_epoch, best_state = -1.0, 0, None
-    n = len(y_train)
-    for epoch in range(1, config.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
+class _PackedTrainer:
+    def __init__(self, configs, data, on_epoch, stop_on_error) -> None:
+        from model.heads.factory import build_head
+
+        self.start = time.perf_counter()
+        self.configs, self.data, self.on_epoch = configs, data, on_epoch
+        self.stop_on_error = stop_on_error
+        cfg = configs[0]
+        self.cfg, self.t = cfg, len(configs)
+        self.device = resolve_device(cfg.device)
+        seeds = [c.seed for c in configs]
+        kwargs: dict[str, Any] = {"seeds": [_seed(s, 0) for s in seeds]}
+        if cfg.is_quantum:
+            kwargs["adjoint"] = use_adjoint(cfg)
+        self.head = build_head(cfg, data.dim, **kwargs).to(self.device)
+        if cfg.is_quantum:
+            self.head.set_noise_rng(MemberRNG.seeded([_seed(s, 2) for s in seeds], self.device))
+        self.n_params = count_parameters(self.head) // self.t
+        self.shuffle = [torch.Generator().manual_seed(_seed(s, 1)) for s in seeds]
+        self.optimizer = PackedAdam(
+            self.head,
+            lr=[c.learning_rate for c in configs],
+            weight_decay=[c.weight_decay for c in configs],
+            device=self.device,
+        )
+        self.decay = torch.tensor([c.lr_decay for c in configs], dtype=torch.float64)
+        self.lr0 = torch.tensor([c.learning_rate for c in configs], dtype=torch.float64)
+        dev = self.device
+        self.x_train = torch.as_tensor(data.x_train, dtype=torch.float32, device=dev)
+        self.y_train = torch.as_tensor(data.y_train, dtype=torch.long, device=dev)
+        self.x_val = torch.as_tensor(data.x_val, dtype=torch.float32, device=dev)
+        self.y_val = torch.as_tensor(data.y_val, dtype=torch.long, device=dev)
+        per_sample = (1 << cfg.qubits) * max(1, cfg.encoders) * self.t if cfg.is_quantum else 1
+        self.eval_batch = max(1, min(cfg.eval_batch_size, _EVAL_AMPLITUDES // per_sample))
+
+    # -- one epoch --------------------------------------------------------------------
+    def _orders(self) -> Tensor:
+        """``(T, n)`` this epoch's data order of every member (its own generator)."""
+        n = len(self.y_train)
+        return torch.stack([torch.randperm(n, generator=g) for g in self.shuffle]).to(self.device)
+
+    def _train_epoch(self, lr: Tensor, alive: Tensor) -> tuple[Tensor, Tensor]:
+        head, b = self.head, self.cfg.batch_size
         head.train()
-        order = torch.randperm(n, generator=shuffle).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        for lo in range(0, n, config.batch_size):
-            idx = order[lo : lo + config.batch_size]
-            logits = head(x_train[idx])  # (b, 2)
-            loss = F.cross_entropy(logits, y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(1) == y_train[idx]).sum()
-        scheduler.step()
+        orders = self._orders()
+        n = orders.shape[1]
+        loss_sum = torch.zeros(self.t, device=self.device, dtype=torch.float64)
+        correct = torch.zeros(self.t, device=self.device, dtype=torch.long)
+        self.optimizer.set_lr(lr, alive)
+        for lo in range(0, n, b):
+            idx = orders[:, lo : lo + b].T  # (b, T)
+            x, y = self.x_train[idx], self.y_train[idx]  # (b, T, d), (b, T)
+            logits = head(x)  # (b, T, 2)
+            losses = F.cross_entropy(
+                logits.reshape(-1, 2), y.reshape(-1), reduction="none"
+            ).view(y.shape).mean(0)  # (T,)
+            head.zero_grad(set_to_none=False)
+            losses.masked_fill(~alive, 0.0).sum().backward()
+            self.optimizer.step()
+            loss_sum += losses.detach().double() * idx.shape[0]
+            correct += (logits.detach().argmax(-1) == y).sum(0)
+        return loss_sum / n, correct.double() / n
 
-        val_loss, val_acc = evaluate(head, x_val, y_val, batch_size=eval_batch)
-        metrics = {
-            "epoch": epoch,
-            "train_loss": float(loss_sum) / n,
-            "train_accuracy": float(correct) / n,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": lr,
-            "elapsed_s": time.perf_counter() - start,
-        }
-        history.append(metrics)
-        if val_acc > best_val:
-            best_val, best_epoch = val_acc, epoch
-            best_state = copy.deepcopy(head.state_dict())
-        if on_epoch is not None:
-            on_epoch(dict(metrics))
+    @torch.no_grad()
+    def _evaluate(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-member mean cross-entropy and accuracy ``(T,)`` on the same rows for every member."""
+        return evaluate_members(self.head, x, y, self.t, batch_size=self.eval_batch)
 
-    if best_state is not None:
-        head.load_state_dict(best_state)
-    x_test = torch.as_tensor(data.x_test, dtype=torch.float32, device=device)
-    y_test = torch.as_tensor(data.y_test, dtype=torch.long, device=device)
-    _, test_acc = evaluate(head, x_test, y_test, batch_size=eval_batch)
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> list[TrialResult | Exception]:
+        cfg, t = self.cfg, self.t
+        alive = torch.ones(t, dtype=torch.bool, device=self.device)
+        errors: list[Exception | None] = [None] * t
+        stopped_at = [cfg.epochs] * t
+        history: list[list[dict[str, float]]] = [[] for _ in range(t)]
+        best_val = [-1.0] * t
+        best_epoch = [0] * t
+        best = _MemberSnapshot(self.head)
+        for epoch in range(1, cfg.epochs + 1):
+            if not bool(alive.any()):
+                break
+            lr = self.lr0 * self.decay ** (epoch - 1)
+            train_loss, train_acc = self._train_epoch(lr.to(self.device, torch.float32), alive)
+            val_loss, val_acc = self._evaluate(self.x_val, self.y_val)
+            elapsed = time.perf_counter() - self.start
+            train_loss, train_acc = train_loss.tolist(), train_acc.tolist()
+            val_loss, val_acc = val_loss.tolist(), val_acc.tolist()
+            improved = []
+            for m in range(t):
+                if not alive[m]:
+                    continue
+                if not math.isfinite(train_loss[m]):
+                    errors[m] = FloatingPointError(
+                        f"training loss of trial {m} (seed {self.configs[m].seed}, learning_rate "
+                        f"{self.configs[m].learning_rate}) is not finite at epoch {epoch}."
+                    )
+                    alive[m] = False
+                    stopped_at[m] = epoch
+                    if self.stop_on_error:
+                        raise errors[m]
+                    continue
+                metrics = {
+                    "epoch": epoch,
+                    "train_loss": train_loss[m],
+                    "train_accuracy": train_acc[m],
+                    "val_loss": val_loss[m],
+                    "val_accuracy": val_acc[m],
+                    "lr": float(lr[m]),
+                    "elapsed_s": elapsed,
+                }
+                history[m].append(metrics)
+                if val_acc[m] > best_val[m]:
+                    best_val[m], best_epoch[m] = val_acc[m], epoch
+                    improved.append(m)
+                if self.on_epoch is not None:
+                    try:
+                        self.on_epoch(m, dict(metrics))
+                    except StopMember:
+                        alive[m] = False
+                        stopped_at[m] = epoch
+            best.save(improved)
 
-    return TrialResult(
-        val_accuracy=best_val,
-        test_accuracy=test_acc,
-        best_epoch=best_epoch,
-        epochs_run=config.epochs,
-        n_params=n_params,
-        wall_time_s=time.perf_counter() - start,
-        device=str(device),
-        history=history,
-        energy=_energy(config),
-        config=config.to_dict(),
-    )
+        best.restore()
+        x_test = torch.as_tensor(self.data.x_test, dtype=torch.float32, device=self.device)
+        y_test = torch.as_tensor(self.data.y_test, dtype=torch.long, device=self.device)
+        _, test_acc = self._evaluate(x_test, y_test)
+        wall = time.perf_counter() - self.start
+        energy = _energy(cfg)
+        out: list[TrialResult | Exception] = []
+        for m, c in enumerate(self.configs):
+            if errors[m] is not None:
+                out.append(errors[m])
+                continue
+            out.append(
+                TrialResult(
+                    val_accuracy=best_val[m],
+                    test_accuracy=float(test_acc[m]),
+                    best_epoch=best_epoch[m],
+                    epochs_run=stopped_at[m],
+                    n_params=self.n_params,
+                    wall_time_s=wall,
+                    device=str(self.device),
+                    history=history[m],
+                    energy=dict(energy),
+                    config=c.to_dict(),
+                    extra={"pack_size": t} if t > 1 else {},
+                )
+            )
+        return out
+
+
+def member_axis(tensor: Tensor) -> int:
+    """The member (trial) axis of a packed head's parameter or buffer (tagged, else 0)."""
+    return getattr(tensor, "member_axis", 0)
+
+
+class _MemberSnapshot:
+    """Copies of every member-carrying tensor; members are saved and restored one slice each."""
+
+    def __init__(self, head: nn.Module) -> None:
+        keys = set(head.state_dict())
+        named = dict(head.named_parameters()) | dict(head.named_buffers())
+        self.live = {k: v for k, v in named.items() if k in keys}
+        self.saved = {k: v.detach().clone() for k, v in self.live.items()}
+
+    @torch.no_grad()
+    def save(self, members: list[int]) -> None:
+        for k, v in self.live.items():
+            ax = member_axis(v)
+            for m in members:
+                self.saved[k].select(ax, m).copy_(v.select(ax, m))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for k, v in self.live.items():
+            v.copy_(self.saved[k])
+
+
+class PackedAdam:
+    """Adam (``torch.optim.Adam`` semantics: L2 weight decay added to the gradient) with
+    per-member learning rate and weight decay over the stacked parameters of a packed head.
+
+    Members outside ``alive`` are not updated at all (their slices stay as they are).
+    """
+
+    def __init__(self, head: nn.Module, *, lr, weight_decay, device, betas=(0.9, 0.999), eps=1e-8):
+        self.params = [p for p in head.parameters() if p.requires_grad]
+        self.b1, self.b2 = betas
+        self.eps = eps
+        self.step_count = 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        t = len(lr)
+        self.lr = torch.tensor(lr, dtype=torch.float32, device=device)
+        self.wd = torch.tensor(weight_decay, dtype=torch.float32, device=device)
+        self.alive = torch.ones(t, dtype=torch.bool, device=device)
+        self.any_wd = any(w != 0 for w in weight_decay)
+
+    def set_lr(self, lr: Tensor, alive: Tensor) -> None:
+        self.lr.copy_(lr)
+        self.alive.copy_(alive)
+
+    @staticmethod
+    def _view(values: Tensor, p: Tensor) -> Tensor:
+        shape = [1] * p.dim()
+        shape[member_axis(p)] = -1
+        return values.view(shape)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.step_count += 1
+        bc1 = 1 - self.b1**self.step_count
+        bc2_sqrt = (1 - self.b2**self.step_count) ** 0.5
+        for p, m, v in zip(self.params, self.m, self.v, strict=True):
+            grad = p.grad
+            if self.any_wd:
+                grad = grad + self._view(self.wd, p) * p
+            m.lerp_(grad, 1 - self.b1)
+            v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
+            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+            update = (m / denom) * self._view(self.lr / bc1, p)
+            keep = self._view(self.alive, p)
+            p.sub_(torch.where(keep, update, torch.zeros((), dtype=p.dtype, device=p.device)))
+
+
+@torch.no_grad()
+def evaluate_members(
+    head: nn.Module, x: Tensor, y: Tensor, members: int, *, batch_size: int = 256
+) -> tuple[Tensor, Tensor]:
+    """Per-member mean cross-entropy and accuracy ``(T,)``: every member sees rows ``x`` ``(n, d)``."""
+    if len(y) == 0:
+        nan = torch.full((members,), math.nan, dtype=torch.float64)
+        return nan, nan
+    head.eval()
+    loss_sum = torch.zeros(members, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(members, dtype=torch.long, device=x.device)
+    for lo in range(0, len(y), batch_size):
+        xb = x[lo : lo + batch_size]
+        logits = head(xb[:, None].expand(-1, members, -1))  # (b, T, 2)
+        target = y[lo : lo + batch_size, None].expand(-1, members)
+        loss_sum += F.cross_entropy(
+            logits.reshape(-1, 2), target.reshape(-1), reduction="none"
+        ).view(target.shape).sum(0).double()
+        correct += (logits.argmax(-1) == target).sum(0)
+    return (loss_sum / len(y)).cpu(), (correct.double() / len(y)).cpu()
 
 
 @torch.no_grad()
 def evaluate(
     head: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``head`` in eval mode. x: (n, d), y: (n,)."""
-    if len(y) == 0:
-        return math.nan, math.nan
-    head.eval()
-    loss_sum, correct = 0.0, 0
-    for lo in range(0, len(y), batch_size):
-        logits = head(x[lo : lo + batch_size])
-        target = y[lo : lo + batch_size]
-        loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-        correct += int((logits.argmax(1) == target).sum())
-    return loss_sum / len(y), correct / len(y)
-
-
-def _eval_batch_size(config: TrialConfig) -> int:
-    if not config.is_quantum:
-        return config.eval_batch_size
-    per_sample = (1 << config.qubits) * max(1, config.encoders)
-    return max(1, min(config.eval_batch_size, _EVAL_AMPLITUDES // per_sample))
+    """Mean cross-entropy and accuracy of a one-member ``head`` in eval mode. x: (n, d), y: (n,)."""
+    loss, acc = evaluate_members(head, x, y, getattr(head, "members", 1), batch_size=batch_size)
+    return float(loss[0]), float(acc[0])
 
 
 def _energy(config: TrialConfig) -> dict[str, float]:

@@ -40,11 +40,11 @@ def test_mlp_shapes_and_parameter_count(hidden, batch_norm):
 def test_mlp_structure_order():
     head = MLPHead(TrialConfig(head="mlp", hidden=8, batch_norm=True), 4)
     kinds = [type(m).__name__ for m in head.net]
-    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert kinds == ["PackedLinear", "PackedBatchNorm", "ReLU", "PackedLinear"]
     assert [type(m).__name__ for m in MLPHead(TrialConfig(head="mlp", hidden=8), 4).net] == [
-        "Linear",
+        "PackedLinear",
         "ReLU",
-        "Linear",
+        "PackedLinear",
     ]
 
 

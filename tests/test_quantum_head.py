@@ -45,8 +45,8 @@ def test_head_matches_dense_reference(kw):
     chunk = -(-d // e)
     xp = np.zeros((3, chunk * e))
     xp[:, :d] = x.numpy()
-    sw = head.encoder.weights.detach().numpy()  # (L, E, q, P)
-    pw = head.pqc.weights.detach().numpy()  # (L, q, P)
+    sw = head.encoder.weights[:, 0].detach().numpy()  # (L, E, q, P) of member 0
+    pw = head.pqc.weights[:, 0].detach().numpy()  # (L, q, P)
     want = []
     for b in range(3):
         lat = []
@@ -66,7 +66,9 @@ def test_head_matches_dense_reference(kw):
             z = lat.mean(0)
         else:
             lin = head.encoder.combine
-            z = np.tanh(lin.weight.detach().numpy() @ lat.reshape(-1) + lin.bias.detach().numpy())
+            z = np.tanh(
+                lin.weight[0].detach().numpy() @ lat.reshape(-1) + lin.bias[0].detach().numpy()
+            )
         psi = ref.pqc_state(
             pw,
             z,
@@ -80,7 +82,7 @@ def test_head_matches_dense_reference(kw):
         )
         zz = ref.z_expect(psi, q)
         if cfg.final_linear:
-            out = head.linear.weight.detach().numpy() @ zz + head.linear.bias.detach().numpy()
+            out = head.linear.weight[0].detach().numpy() @ zz + head.linear.bias[0].detach().numpy()
         else:
             p1 = (1 - zz[0]) / 2
             out = np.log(np.clip([1 - p1, p1], 1e-6, 1))
@@ -108,23 +110,23 @@ def test_head_gradients_finite_differences_and_parameter_shift():
     loss.backward()
     grad = w.grad.clone()
     base = w.detach().clone()
-    for idx in [(0, 0, 0), (1, 2, 1), (2, 1, 2)]:
+    for idx in [(0, 0, 0, 0), (1, 0, 2, 1), (2, 0, 1, 2)]:  # (L, T=1, q, P)
         e = torch.zeros_like(base)
         e[idx] = 1e-6
         fd = (loss_of(base + e) - loss_of(base - e)) / 2e-6
         assert abs(fd - grad[idx].item()) < 1e-6
     # parameter shift on a single Z expectation (one angle appears once in the circuit)
-    z = head.latent(x).detach()
+    z = head.latent(x).detach()[:, None]  # (B, T=1, q)
     pqc = head.pqc
-    for idx in [(0, 1, 1), (2, 0, 0)]:
+    for idx in [(0, 0, 1, 1), (2, 0, 0, 0)]:
         pqc.zero_grad()
-        pqc(z)[0, 0].backward()
+        pqc(z)[0, 0, 0].backward()
         g = pqc.weights.grad[idx].item()
         vals = []
         for s in (math.pi / 2, -math.pi / 2):
             with torch.no_grad():
                 pqc.weights[idx] += s
-                vals.append(pqc(z)[0, 0].item())
+                vals.append(pqc(z)[0, 0, 0].item())
                 pqc.weights[idx] -= s
         assert abs(g - (vals[0] - vals[1]) / 2) < 1e-10
 
@@ -212,7 +214,7 @@ def test_noisy_head_trains_and_evaluates():
     assert head.encoder.weights.grad.abs().sum() > 0
     head.eval()
     with torch.no_grad():
-        z = head.pqc(head.latent(x))
+        z = head.pqc(head.latent(x)[:, None])[:, 0]
     # eval shot noise: each <Z> is (even count difference) / shots
     half = z * 100  # = count(0) - 100, an integer
     np.testing.assert_allclose(half.numpy(), half.round().numpy(), atol=1e-3)

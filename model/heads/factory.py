@@ -10,7 +10,7 @@ from model.errors import ConfigError
 __all__ = ["build_head"]
 
 
-def build_head(config: TrialConfig, input_dim: int) -> nn.Module:
+def build_head(config: TrialConfig, input_dim: int, **kwargs) -> nn.Module:
     """The nn.Module for ``config.head``: forward (B, input_dim) -> logits (B, 2).
 
     mlp -> :class:`model.heads.classical.MLPHead`; quantum, mlp_encoder ->
@@ -20,11 +20,11 @@ def build_head(config: TrialConfig, input_dim: int) -> nn.Module:
     if config.head == "mlp":
         from model.heads.classical import MLPHead
 
-        return MLPHead(config, input_dim)
+        return MLPHead(config, input_dim, seeds=kwargs.get("seeds"))
     if config.head in ("quantum", "mlp_encoder"):
         from model.heads.quantum import QuantumHead
 
-        return QuantumHead(config, input_dim)
+        return QuantumHead(config, input_dim, **kwargs)
     if config.head in ("logreg", "svc"):
         raise ConfigError(
             f"trial.head = {config.head!r} is a scikit-learn baseline: it is fitted by "

@@ -10,6 +10,12 @@
 Noise: the sQE is a simulation and stays exact; shot noise (``shots``) and gate noise
 (``noise_p1``, ``noise_p2``) apply to the PQC only -- the part meant for a real QPU.
 Rotation angles start near identity, N(0, 0.1^2) (see ``init_weights``); linear layers use torch defaults.
+
+Packing: ``QuantumHead(config, d, seeds=[s0, .., s_{T-1}])`` holds T independent heads
+(every weight has a member axis of size T, see ``model.heads.packed``) and maps
+``(B, T, d) -> (B, T, 2)``; with one member it also takes ``(B, d) -> (B, 2)``.
+Member t draws its initial weights from a generator seeded with ``seeds[t]``.
+``adjoint=True`` differentiates the circuits by un-computing them (``model.quantum.adjoint``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from torch import Tensor, nn
 
 from model.config import TrialConfig
 from model.errors import ConfigError
+from model.heads.packed import PackedLinear, as_members, from_members, member_generators
 from model.quantum.circuits import (
     CircuitRunner,
     init_weights,
@@ -61,10 +68,15 @@ def expected_parameter_count(config: TrialConfig, input_dim: int) -> int:
     return enc + pqc + (2 * q + 2 if config.final_linear else 0)
 
 
-class SimulatedQuantumEncoder(nn.Module):
-    """sQE: ``(B, d) -> (B, q)`` exact Pauli-Z latent, E registers on contiguous chunks."""
+def _stack_init(shape: tuple[int, ...], generators) -> Tensor:
+    """Per-member ``init_weights(shape)`` stacked at axis 1: ``(L, T, *shape[1:])``."""
+    return torch.stack([init_weights(shape, g) for g in generators], dim=1)
 
-    def __init__(self, config: TrialConfig, input_dim: int) -> None:
+
+class SimulatedQuantumEncoder(nn.Module):
+    """sQE: ``(B, T, d) -> (B, T, q)`` exact Pauli-Z latent, E registers on contiguous chunks."""
+
+    def __init__(self, config: TrialConfig, input_dim: int, generators, *, adjoint=False) -> None:
         super().__init__()
         q, e = config.qubits, config.encoders
         if e > input_dim:
@@ -80,50 +92,57 @@ class SimulatedQuantumEncoder(nn.Module):
                 f"(input_dim = {input_dim}, encoders = {e}): 2**{q} = {2**q} < {chunk}. "
                 f"Use qubits >= {need} or more encoders (>= {-(-input_dim // 2**q)})."
             )
-        self.qubits, self.encoders = q, e
+        self.qubits, self.encoders, self.adjoint = q, e, adjoint
         spec = sqe_spec(config)
         self.runner = CircuitRunner(spec)
         per = params_per_rotation(config.rotation)
-        self.weights = nn.Parameter(init_weights((spec.n_layers, e, q, per)))  # (L, E, q, P)
+        self.weights = nn.Parameter(_stack_init((spec.n_layers, e, q, per), generators))  # (L, T, E, q, P)
+        self.weights.member_axis = 1
         self.combine = None
         if e > 1 and config.encoder_combine == "linear":
-            self.combine = nn.Linear(e * q, q)
+            self.combine = PackedLinear(len(generators), e * q, q, generators)
 
     def forward(self, x: Tensor) -> Tensor:
-        chunks = split_chunks(x.to(self.weights.dtype), self.encoders)  # (B, E, chunk)
-        state = amplitude_encode(chunks, self.qubits)  # (B, E, 2**q) real
-        state = self.runner(state, self.weights)
-        z = z_expectations(probabilities(state), self.qubits)  # (B, E, q)
+        chunks = split_chunks(x.to(self.weights.dtype), self.encoders)  # (B, T, E, chunk)
+        state = amplitude_encode(chunks, self.qubits)  # (B, T, E, 2**q) real
+        state = self.runner(state, self.weights, adjoint=self.adjoint)
+        z = z_expectations(probabilities(state), self.qubits)  # (B, T, E, q)
         if self.encoders == 1:
-            return z[:, 0]
+            return z[:, :, 0]
         if self.combine is None:
-            return z.mean(1)
-        return torch.tanh(self.combine(z.flatten(1)))
+            return z.mean(2)
+        return torch.tanh(self.combine(z.flatten(2)))
 
 
 class MLPEncoder(nn.Module):
-    """``(B, d) -> (B, q)``: Linear(d, hidden) -> ReLU -> Linear(hidden, q) -> tanh."""
+    """``(B, T, d) -> (B, T, q)``: Linear(d, hidden) -> ReLU -> Linear(hidden, q) -> tanh."""
 
-    def __init__(self, config: TrialConfig, input_dim: int) -> None:
+    def __init__(self, config: TrialConfig, input_dim: int, generators) -> None:
         super().__init__()
-        q, h = config.qubits, config.hidden
+        q, h, t = config.qubits, config.hidden, len(generators)
         if h:
-            self.net = nn.Sequential(nn.Linear(input_dim, h), nn.ReLU(), nn.Linear(h, q), nn.Tanh())
+            self.net = nn.Sequential(
+                PackedLinear(t, input_dim, h, generators),
+                nn.ReLU(),
+                PackedLinear(t, h, q, generators),
+                nn.Tanh(),
+            )
         else:
-            self.net = nn.Sequential(nn.Linear(input_dim, q), nn.Tanh())
+            self.net = nn.Sequential(PackedLinear(t, input_dim, q, generators), nn.Tanh())
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.to(self.net[0].weight.dtype))
 
 
 class PQC(nn.Module):
-    """Parametrised quantum circuit: latent ``(B, q)`` -> Pauli-Z of every qubit ``(B, q)``.
+    """Parametrised quantum circuit: latent ``(B, T, q)`` -> Pauli-Z of every qubit ``(B, T, q)``.
 
     Shot noise (Gaussian in training, multinomial in eval) and depolarizing gate noise
-    as configured.
+    as configured, drawn from ``noise_rng`` (None: torch's global stream; a
+    :class:`model.quantum.rng.MemberRNG`: one seeded stream per member).
     """
 
-    def __init__(self, config: TrialConfig) -> None:
+    def __init__(self, config: TrialConfig, generators, *, adjoint: bool = False) -> None:
         super().__init__()
         self.spec = pqc_spec(config)
         self.runner = CircuitRunner(self.spec)
@@ -131,13 +150,16 @@ class PQC(nn.Module):
         self.input_scale = float(config.input_scale)
         self.shots = config.shots
         self.p1, self.p2 = config.noise_p1, config.noise_p2
+        self.adjoint = adjoint
+        self.noise_rng = None
         per = params_per_rotation(config.rotation)
-        self.weights = nn.Parameter(init_weights((self.spec.n_layers, config.qubits, per)))
+        self.weights = nn.Parameter(_stack_init((self.spec.n_layers, config.qubits, per), generators))
+        self.weights.member_axis = 1  # (L, T, q, P)
 
     def final_state(self, z: Tensor, *, noisy: bool = True) -> Tensor:
-        """``(B, q) -> (B, 2**q)`` state after the circuit (one trajectory per sample)."""
-        state = torch.zeros(z.shape[0], 2**self.qubits, dtype=self.weights.dtype, device=z.device)
-        state[:, 0] = 1
+        """``(B, T, q) -> (B, T, 2**q)`` state after the circuit (one trajectory per sample)."""
+        state = torch.zeros(*z.shape[:-1], 2**self.qubits, dtype=self.weights.dtype, device=z.device)
+        state[..., 0] = 1
         p1, p2 = (self.p1, self.p2) if noisy else (0.0, 0.0)
         return self.runner(
             state,
@@ -146,18 +168,30 @@ class PQC(nn.Module):
             input_scale=self.input_scale,
             p1=p1,
             p2=p2,
+            generator=self.noise_rng,
+            adjoint=self.adjoint,
         )
 
     def forward(self, z: Tensor) -> Tensor:
         probs = probabilities(self.final_state(z))
-        probs = shot_probs(probs, self.shots, training=self.training)
+        probs = shot_probs(probs, self.shots, training=self.training, generator=self.noise_rng)
         return z_expectations(probs, self.qubits)
 
 
 class QuantumHead(nn.Module):
-    """Hybrid head ``(B, d) float -> logits (B, 2)`` for ``head`` = quantum | mlp_encoder."""
+    """Hybrid head ``(B, T, d) -> logits (B, T, 2)`` for ``head`` = quantum | mlp_encoder.
 
-    def __init__(self, config: TrialConfig, input_dim: int) -> None:
+    ``seeds``: one per member (default ``[config.seed]``); ``adjoint``: lean-memory gradients.
+    """
+
+    def __init__(
+        self,
+        config: TrialConfig,
+        input_dim: int,
+        *,
+        seeds: list[int] | None = None,
+        adjoint: bool = False,
+    ) -> None:
         super().__init__()
         if config.head not in ("quantum", "mlp_encoder"):
             raise ConfigError(
@@ -167,25 +201,29 @@ class QuantumHead(nn.Module):
             raise ConfigError(f"input_dim = {input_dim} must be >= 1.")
         self.config = config
         self.input_dim = input_dim
+        gens = member_generators([config.seed] if seeds is None else seeds)
+        self.members = len(gens)
         if config.head == "quantum":
-            self.encoder: nn.Module = SimulatedQuantumEncoder(config, input_dim)
+            self.encoder: nn.Module = SimulatedQuantumEncoder(config, input_dim, gens, adjoint=adjoint)
         else:
-            self.encoder = MLPEncoder(config, input_dim)
-        self.pqc = PQC(config)
-        self.linear = nn.Linear(config.qubits, 2) if config.final_linear else None
+            self.encoder = MLPEncoder(config, input_dim, gens)
+        self.pqc = PQC(config, gens, adjoint=adjoint)
+        self.linear = PackedLinear(self.members, config.qubits, 2, gens) if config.final_linear else None
+
+    def set_noise_rng(self, rng) -> None:
+        """Draw shot and gate noise from ``rng`` (a MemberRNG with one generator per member)."""
+        self.pqc.noise_rng = rng
 
     def latent(self, x: Tensor) -> Tensor:
-        """``(B, d) -> (B, q)`` in [-1, 1]: the PQC's input."""
-        return self.encoder(x)
+        """``(B, T, d) -> (B, T, q)`` in [-1, 1] (or ``(B, d) -> (B, q)``): the PQC's input."""
+        x, squeeze = as_members(x, self.members, self.input_dim, "QuantumHead")
+        return from_members(self.encoder(x), squeeze)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 2 or x.shape[1] != self.input_dim:
-            raise ConfigError(
-                f"QuantumHead expects input of shape (B, {self.input_dim}), got {tuple(x.shape)}."
-            )
-        z = self.pqc(self.latent(x))  # (B, q)
+        x, squeeze = as_members(x, self.members, self.input_dim, "QuantumHead")
+        z = self.pqc(self.encoder(x))  # (B, T, q)
         if self.linear is not None:
-            return self.linear(z)
-        p1 = (1 - z[:, 0]) / 2
-        probs = torch.stack([1 - p1, p1], dim=1).clamp(_LOG_CLAMP, 1.0)
-        return torch.log(probs)
+            return from_members(self.linear(z), squeeze)
+        p1 = (1 - z[..., 0]) / 2
+        probs = torch.stack([1 - p1, p1], dim=-1).clamp(_LOG_CLAMP, 1.0)
+        return from_members(torch.log(probs), squeeze)
