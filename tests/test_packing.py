@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from model.config import TrialConfig
 from model.errors import ConfigError

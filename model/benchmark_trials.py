@@ -1,0 +1,154 @@
+"""Benchmark: packed trials and adjoint gradients, ratios measured in one run.
+
+    .venv/bin/python -m model.benchmark_trials                  # packing: 10 qubits, T = 1 vs 8
+    .venv/bin/python -m model.benchmark_trials --pack 1 8 64 --epochs 3 --device cuda
+    .venv/bin/python -m model.benchmark_trials --memory --qubits 18   # adjoint vs autograd
+
+Packing: the paper's 10-qubit head (R=4, N=1, M=2, C=1, Rot, 5 encoder layers, batch
+16, paper protocol sizes 435/77) trained with ``fit_packed`` for a few epochs at each
+pack size; prints seconds per epoch per pack, the 800-epoch time per trial and the
+speed-up per trial over T = 1. Embeddings are 768-d Gaussian vectors (the simulation
+cost does not depend on their values).
+
+Memory: one training step (forward, backward, Adam) of the paper head at ``--qubits``,
+batch 16, once with ``trial.gradient=autograd`` and once with ``adjoint``, each in a
+fresh process; prints peak RSS (CPU) or peak CUDA memory, and the step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from model.config import TrialConfig
+from model.types import EmbeddedSplits
+
+PAPER_HOURS_10Q = 6.8
+
+
+def synthetic_splits(d=768, n_train=435, n_val=77, n_test=200) -> EmbeddedSplits:
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = (np.arange(n) % 2).astype(np.int64)
+        return rng.normal(size=(n, d)).astype(np.float32) + 0.3 * y[:, None], y
+
+    return EmbeddedSplits(*split(n_train), *split(n_val), *split(n_test), encoder="gaussian")
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def packing(args) -> None:
+    from model.training import fit_packed
+
+    data = synthetic_splits()
+    cfg = TrialConfig(qubits=args.qubits, epochs=args.epochs, device=args.device)
+    base = None
+    print(f"packing: {args.qubits} qubits, {args.epochs} epochs, device {args.device}, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    for t in args.pack:
+        configs = [cfg.replace(seed=s) for s in range(t)]
+        fit_packed(configs[:1], synthetic_splits(n_train=32, n_val=8, n_test=8))  # warm-up
+        _sync(args.device)
+        start = time.perf_counter()
+        fit_packed(configs, data)
+        _sync(args.device)
+        per_epoch = (time.perf_counter() - start) / args.epochs
+        per_trial_800 = per_epoch * 800 / t
+        base = base or per_trial_800
+        print(
+            f"  T={t:3d}: {per_epoch:7.2f} s/epoch per pack; 800 epochs: "
+            f"{per_trial_800 / 60:6.2f} min per trial ({base / per_trial_800:4.1f}x T=1 per trial, "
+            f"{PAPER_HOURS_10Q * 3600 / per_trial_800:6.0f}x the paper's 6.8 h)",
+            flush=True,
+        )
+
+
+def one_step(qubits: int, gradient: str, device: str) -> dict:
+    """One timed training step in this process; returns time and peak memory."""
+    from model.heads.quantum import QuantumHead
+
+    cfg = TrialConfig(qubits=qubits, gradient=gradient)
+    head = QuantumHead(cfg, 768, adjoint=gradient == "adjoint").to(device)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3)
+    x = torch.randn(16, 768, device=device)
+    y = torch.randint(0, 2, (16,), device=device)
+    times = []
+    for _ in range(2):
+        _sync(device)
+        start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(head(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    out = {
+        "step_s": min(times),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if device.startswith("cuda"):
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def memory(args) -> None:
+    print(f"one training step, {args.qubits} qubits, batch 16, device {args.device}")
+    rows = {}
+    for gradient in ("autograd", "adjoint"):
+        cmd = [sys.executable, "-m", "model.benchmark_trials", "--_step", gradient,
+               "--qubits", str(args.qubits), "--device", args.device]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"  {gradient:8s}: failed: {proc.stderr.strip().splitlines()[-1:]}")
+            continue
+        rows[gradient] = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = rows[gradient]
+        extra = f", peak CUDA {r['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in r else ""
+        print(
+            f"  {gradient:8s}: {r['step_s']:7.3f} s/step, peak RSS {r['peak_rss_mb']:6.0f} MB{extra}"
+        )
+    if len(rows) == 2:
+        a, b = rows["autograd"], rows["adjoint"]
+        key = "peak_cuda_mb" if "peak_cuda_mb" in a else "peak_rss_mb"
+        print(
+            f"  adjoint/autograd: time {b['step_s'] / a['step_s']:.2f}x, memory {b[key] / a[key]:.2f}x"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--qubits", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--pack", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--memory", action="store_true", help="adjoint vs autograd: one step's memory")
+    p.add_argument("--_step", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args._step:
+        print(json.dumps(one_step(args.qubits or 18, args._step, args.device)))
+        return
+    if args.memory:
+        args.qubits = args.qubits or 18
+        memory(args)
+    else:
+        args.qubits = args.qubits or 10
+        packing(args)
+
+
+if __name__ == "__main__":
+    main()
