@@ -26,6 +26,7 @@ __all__ = [
 
 HEADS = ("quantum", "mlp_encoder", "mlp", "logreg", "svc")
 ROTATIONS = ("rot", "ry")
+READOUTS = ("z", "zz")
 COMBINES = ("mean", "linear")
 PROTOCOLS = ("paper", "splits")
 DEVICES = ("auto", "cpu", "cuda")
@@ -48,6 +49,11 @@ class TrialConfig:
     encoders: int = 1  # E simulated quantum encoders (multi-sQE when > 1)
     encoder_layers: int = 5  # trainable layers in each sQE circuit
     encoder_combine: str = "mean"  # how E latent vectors become one: mean | linear (E*q -> q, tanh)
+    # amplitude appended to each encoder's chunk before normalisation; 0 = the paper's encoding.
+    # Non-zero: latents get terms linear in x (without it they are even under x -> -x).
+    amplitude_offset: float = 0.0
+    amplitude_offset_trainable: bool = False  # the offset as one trainable scalar per trial
+    sqe_readout: str = "z"  # z: q Pauli-Z values | zz: + nearest-neighbour ZZ, tanh(Linear) -> q
     reuploads: int = 4  # [R] times the latent vector is angle-encoded into the PQC
     reupload_layers: int = 1  # [N] trainable layers after each upload
     main_layers: int = 2  # [M] trainable layers after the last upload
@@ -72,7 +78,9 @@ class TrialConfig:
     seed: int = 0
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
     eval_batch_size: int = 256
-    cuda_graphs: str = "auto"  # auto (on for CUDA) | on | off: capture the training step once, replay it
+    cuda_graphs: str = (
+        "auto"  # auto (on for CUDA) | on | off: capture the training step once, replay it
+    )
     gradient: str = "auto"  # auto (adjoint from 14 qubits) | adjoint | autograd
 
     # ---------------------------------------------------------------------------------
@@ -95,6 +103,7 @@ class TrialConfig:
         _choice(self, "head", HEADS)
         _choice(self, "rotation", ROTATIONS)
         _choice(self, "encoder_combine", COMBINES)
+        _choice(self, "sqe_readout", READOUTS)
         _choice(self, "device", DEVICES)
         _choice(self, "cuda_graphs", CUDA_GRAPHS)
         _choice(self, "gradient", GRADIENTS)
@@ -122,6 +131,10 @@ class TrialConfig:
         for key in ("learning_rate", "lr_decay"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"trial.{key} = {getattr(self, key)!r} must be > 0.")
+        if not math.isfinite(self.amplitude_offset):
+            raise ConfigError(
+                f"trial.amplitude_offset = {self.amplitude_offset!r} must be a finite number."
+            )
         if self.weight_decay < 0:
             raise ConfigError(f"trial.weight_decay = {self.weight_decay!r} must be >= 0.")
 
