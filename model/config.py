@@ -18,13 +18,16 @@ __all__ = [
     "TrialConfig",
     "DataConfig",
     "HEADS",
+    "EPOCHLESS_HEADS",
     "ROTATIONS",
     "PROTOCOLS",
     "DEFAULT_ENCODER",
     "parse_value",
 ]
 
-HEADS = ("quantum", "mlp_encoder", "mlp", "logreg", "svc")
+HEADS = ("quantum", "mlp_encoder", "mlp", "logreg", "svc", "finetune")
+# heads fitted without the epoch loop of model.training (no epochs, no packing)
+EPOCHLESS_HEADS = ("logreg", "svc", "finetune")
 ROTATIONS = ("rot", "ry")
 READOUTS = ("z", "zz")
 COMBINES = ("mean", "linear")
@@ -43,7 +46,9 @@ class TrialConfig:
     C connectivity.
     """
 
-    head: str = "quantum"  # quantum | mlp_encoder (MLP in place of the sQE) | mlp | logreg | svc
+    # quantum | mlp_encoder (MLP in place of the sQE) | mlp | logreg | svc
+    # | finetune (SetFit-style contrastive fine-tuning of the encoder, then logistic regression)
+    head: str = "quantum"
     # --- quantum head -------------------------------------------------------------
     qubits: int = 10  # register size of every sQE and of the PQC
     encoders: int = 1  # E simulated quantum encoders (multi-sQE when > 1)
@@ -69,6 +74,10 @@ class TrialConfig:
     # --- classical heads ----------------------------------------------------------
     hidden: int = 0  # MLP hidden width (0: no hidden layer); also the MLP encoder's hidden width
     batch_norm: bool = False  # BatchNorm1d after the hidden layer
+    # --- head: finetune (SetFit-style; batch_size pairs per step) ----------------------
+    finetune_iterations: int = 5  # pair rounds: 2 pairs per training sentence each (SetFit: 20)
+    finetune_epochs: int = 1  # passes over the pairs (SetFit: 1)
+    finetune_learning_rate: float = 2e-5  # AdamW on the encoder (SetFit's body default)
     # --- training -----------------------------------------------------------------
     epochs: int = 800
     batch_size: int = 16
@@ -128,7 +137,9 @@ class TrialConfig:
                 raise ConfigError(
                     f"trial.{key} = {value!r} is not a probability; allowed: 0.0..1.0."
                 )
-        for key in ("learning_rate", "lr_decay"):
+        _at_least(self, "finetune_iterations", 1)
+        _at_least(self, "finetune_epochs", 1)
+        for key in ("learning_rate", "lr_decay", "finetune_learning_rate"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"trial.{key} = {getattr(self, key)!r} must be > 0.")
         if not math.isfinite(self.amplitude_offset):

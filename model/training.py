@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.config import TrialConfig
+from model.config import EPOCHLESS_HEADS, TrialConfig
 from model.errors import ConfigError
 from model.quantum.rng import MemberRNG
 from model.types import EmbeddedSplits, TrialResult
@@ -115,6 +115,10 @@ def fit(
         from model.heads.baselines import fit_baseline
 
         return fit_baseline(config, data)
+    if config.head == "finetune":
+        from model.heads.finetune import fit_finetune
+
+        return fit_finetune(config, data)
     member_cb = None if on_epoch is None else (lambda _t, metrics: on_epoch(metrics))
     result = fit_packed([config], data, on_epoch=member_cb, stop_on_error=True)[0]
     return result
@@ -144,8 +148,10 @@ def fit_packed(
                 f"trials in one pack may differ only in {', '.join(PACKABLE_KEYS)}; "
                 f"these differ too: {', '.join(dict.fromkeys(diff))}."
             )
-    if first.head in ("logreg", "svc"):
-        raise ConfigError(f"trial.head = {first.head!r} is a scikit-learn baseline; it is not packed.")
+    if first.head in EPOCHLESS_HEADS:
+        raise ConfigError(
+            f"trial.head = {first.head!r} is fitted without the epoch loop; it is not packed."
+        )
     data.check_trainable()
     return _PackedTrainer(list(configs), data, on_epoch, stop_on_error).run()
 

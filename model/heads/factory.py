@@ -15,7 +15,8 @@ def build_head(config: TrialConfig, input_dim: int, **kwargs) -> nn.Module:
 
     mlp -> :class:`model.heads.classical.MLPHead`; quantum, mlp_encoder ->
     ``model.heads.quantum.QuantumHead``. logreg and svc are fitted by
-    :func:`model.heads.baselines.fit_baseline`, not trained by gradient descent.
+    :func:`model.heads.baselines.fit_baseline` and finetune by
+    :func:`model.heads.finetune.fit_finetune`, not trained by gradient descent here.
     """
     if config.head == "mlp":
         from model.heads.classical import MLPHead
@@ -25,10 +26,10 @@ def build_head(config: TrialConfig, input_dim: int, **kwargs) -> nn.Module:
         from model.heads.quantum import QuantumHead
 
         return QuantumHead(config, input_dim, **kwargs)
-    if config.head in ("logreg", "svc"):
+    if config.head in ("logreg", "svc", "finetune"):
+        where = "finetune.fit_finetune" if config.head == "finetune" else "baselines.fit_baseline"
         raise ConfigError(
-            f"trial.head = {config.head!r} is a scikit-learn baseline: it is fitted by "
-            "model.heads.baselines.fit_baseline, not trained by gradient descent; "
-            "heads built here: mlp, quantum, mlp_encoder."
+            f"trial.head = {config.head!r} is fitted by model.heads.{where}, not trained "
+            "by gradient descent on fixed embeddings; heads built here: mlp, quantum, mlp_encoder."
         )
     raise ConfigError(f"trial.head = {config.head!r} is not allowed; allowed: {', '.join(HEADS)}.")

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from model.config import EPOCHLESS_HEADS
+
 __all__ = ["register", "run", "plan_text", "seconds_per_epoch"]
 
 # Calibration of the statevector cost model (NOTES.md): 14 qubits, batch 16, 6 layers of
@@ -146,6 +148,8 @@ def seconds_per_epoch(cfg, n_train: int, n_val: int) -> float:
     """
     if cfg.head in ("logreg", "svc"):
         return 2.0
+    if cfg.head == "finetune":  # pairs x 2 sentences through MiniLM, + embedding every split
+        return 4e-3 * 2 * cfg.finetune_iterations * n_train * cfg.finetune_epochs + 60.0
     if cfg.head == "mlp":
         return 0.002 + 2e-6 * n_train
     layers = (
@@ -253,14 +257,14 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
     out.append(f"retries per failing trial: {spec.retries}")
 
     measured = _measured_s_per_epoch(study_dir)
-    epochs = sum(1 if c.head in ("logreg", "svc") else c.epochs for c in configs)
+    epochs = sum(1 if c.head in EPOCHLESS_HEADS else c.epochs for c in configs)
     if measured is not None:
         total = epochs * measured / concurrency
         how = f"measured: median {measured:.3g} s/epoch of the completed trials in {study_dir}/trials.parquet"
     else:
         total = (
             sum(
-                (1 if c.head in ("logreg", "svc") else c.epochs)
+                (1 if c.head in EPOCHLESS_HEADS else c.epochs)
                 * seconds_per_epoch(c, n_train, n_val)
                 for c in configs
             )

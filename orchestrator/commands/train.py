@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     trial, data_cfg = load_trial_file(
         args.config, sets=args.sets, data_source=args.data, encoder=args.encoder
     )
+    from model.config import EPOCHLESS_HEADS
     from model.embeddings import load_and_embed
     from model.training import fit
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         f"test {sizes['test']} | encoder {data.encoder} ({data.dim}-d, {embed_s:.1f} s)",
         file=sys.stderr,
     )
-    bar = _EpochBar(trial.epochs, enabled=not args.quiet and trial.head not in ("logreg", "svc"))
+    bar = _EpochBar(trial.epochs, enabled=not args.quiet and trial.head not in EPOCHLESS_HEADS)
     try:
         result = fit(trial, data, on_epoch=bar.update)
     finally:
