@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 ROTATIONS = ("rot", "ry")
+READOUTS = ("z", "zz")
 COMBINES = ("mean", "linear")
 PROTOCOLS = ("paper", "splits")
 DEVICES = ("auto", "cpu", "cuda")
@@ -41,12 +42,19 @@ class TrialConfig:
     C connectivity.
     """
 
-    head: str = "quantum"  # quantum | mlp_encoder | mlp | logreg | svc (model.heads.registry)
+    head: str = (
+        "quantum"  # quantum | mlp_encoder | mlp | logreg | svc | finetune (model.heads.registry)
+    )
     # --- quantum head -------------------------------------------------------------
     qubits: int = 10  # register size of every sQE and of the PQC
     encoders: int = 1  # E simulated quantum encoders (multi-sQE when > 1)
     encoder_layers: int = 5  # trainable layers in each sQE circuit
     encoder_combine: str = "mean"  # how E latent vectors become one: mean | linear (E*q -> q, tanh)
+    # amplitude appended to each encoder's chunk before normalisation; 0 = the paper's encoding.
+    # Non-zero: latents get terms linear in x (without it they are even under x -> -x).
+    amplitude_offset: float = 0.0
+    amplitude_offset_trainable: bool = False  # the offset as one trainable scalar per trial
+    sqe_readout: str = "z"  # z: q Pauli-Z values | zz: + nearest-neighbour ZZ, tanh(Linear) -> q
     reuploads: int = 4  # [R] times the latent vector is angle-encoded into the PQC
     reupload_layers: int = 1  # [N] trainable layers after each upload
     main_layers: int = 2  # [M] trainable layers after the last upload
@@ -61,6 +69,10 @@ class TrialConfig:
     # --- classical heads ----------------------------------------------------------
     hidden: int = 0  # MLP hidden width (0: no hidden layer); also the MLP encoder's hidden width
     batch_norm: bool = False  # BatchNorm1d after the hidden layer
+    # --- head: finetune (SetFit-style; batch_size pairs per step) ----------------------
+    finetune_iterations: int = 5  # pair rounds: 2 pairs per training sentence each (SetFit: 20)
+    finetune_epochs: int = 1  # passes over the pairs (SetFit: 1)
+    finetune_learning_rate: float = 2e-5  # AdamW on the encoder (SetFit's body default)
     # --- training -----------------------------------------------------------------
     epochs: int = 800
     batch_size: int = 16
@@ -95,6 +107,7 @@ class TrialConfig:
         _choice(self, "head", HEADS)
         _choice(self, "rotation", ROTATIONS)
         _choice(self, "encoder_combine", COMBINES)
+        _choice(self, "sqe_readout", READOUTS)
         _choice(self, "device", DEVICES)
         _choice(self, "cuda_graphs", CUDA_GRAPHS)
         _choice(self, "gradient", GRADIENTS)
@@ -119,9 +132,15 @@ class TrialConfig:
                 raise ConfigError(
                     f"trial.{key} = {value!r} is not a probability; allowed: 0.0..1.0."
                 )
-        for key in ("learning_rate", "lr_decay"):
+        _at_least(self, "finetune_iterations", 1)
+        _at_least(self, "finetune_epochs", 1)
+        for key in ("learning_rate", "lr_decay", "finetune_learning_rate"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"trial.{key} = {getattr(self, key)!r} must be > 0.")
+        if not math.isfinite(self.amplitude_offset):
+            raise ConfigError(
+                f"trial.amplitude_offset = {self.amplitude_offset!r} must be a finite number."
+            )
         if self.weight_decay < 0:
             raise ConfigError(f"trial.weight_decay = {self.weight_decay!r} must be >= 0.")
 

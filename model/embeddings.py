@@ -372,6 +372,7 @@ def embed_splits(
         y_test=np.asarray(splits.test_y, dtype=np.int64),
         encoder=resolve_encoder(encoder),
         source=splits.source,
+        texts=splits,
     )
 
 

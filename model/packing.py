@@ -47,9 +47,9 @@ def auto_pack_size(config: TrialConfig, *, gpu: bool, memory_bytes: int | None =
 
     Memory per member is estimated from the state size ``batch x encoders x 2**qubits``
     complex64 amplitudes times the states a training step keeps: about two per circuit
-    step with autograd, about eight with adjoint gradients. sklearn heads are not packed.
+    step with autograd, about eight with adjoint gradients. epochless heads (sklearn, finetune) are not packed.
     """
-    if registry.is_sklearn(config.head):
+    if registry.is_epochless(config.head):
         return 1
     cap = AUTO_PACK_MAX["gpu" if gpu else "cpu"]
     if not config.is_quantum:

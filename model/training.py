@@ -98,7 +98,7 @@ def fit(
     to report progress (and may stop the trial by raising).
     """
     data.check_trainable()
-    if registry.is_sklearn(config.head):
+    if registry.is_epochless(config.head):
         return registry.load(config.head)(config, data)
     pack_cb = None if on_epoch is None else (lambda by_member: on_epoch(by_member[0]))
     return fit_packed([config], data, on_epoch=pack_cb, stop_on_error=True)[0]
@@ -130,7 +130,7 @@ def fit_packed(
                 f"these differ too: {', '.join(dict.fromkeys(diff))}."
             )
     data.check_trainable()
-    if registry.is_sklearn(first.head):  # fitted once each, nothing to share
+    if registry.is_epochless(first.head):  # fitted once each, nothing to share
         return [registry.load(c.head)(c, data) for c in configs]
     return _PackedTrainer(list(configs), data, on_epoch, stop_on_error).run()
 

@@ -56,6 +56,9 @@ class EmbeddedSplits:
     y_test: np.ndarray  # (n_test,) int64
     encoder: str = ""  # encoder identity (hub name or resolved local path)
     source: str = ""
+    # the sentences behind the rows (set by model.embeddings.embed_splits); only head: finetune
+    # reads them, to fine-tune ``encoder`` itself
+    texts: TextSplits | None = None
 
     @property
     def dim(self) -> int:

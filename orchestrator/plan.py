@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from model.heads.registry import is_sklearn
+from model.heads.registry import is_epochless
 from orchestrator.results import ResultsTable, trials_path
 
 __all__ = ["plan_text", "seconds_per_epoch"]
@@ -49,7 +49,9 @@ def seconds_per_epoch(cfg, n_train: int, n_val: int) -> float:
     pass; ``ry`` rotations 0.64x of ``rot``; density-matrix noise and shots not modelled.
     MLP heads: 2 ms per epoch. sklearn heads: one epoch of 2 s.
     """
-    if is_sklearn(cfg.head):
+    if cfg.head == "finetune":  # pairs x 2 sentences through MiniLM, + embedding every split
+        return 4e-3 * 2 * cfg.finetune_iterations * n_train * cfg.finetune_epochs + 60.0
+    if is_epochless(cfg.head):
         return 2.0
     if cfg.head == "mlp":
         return 0.002 + 2e-6 * n_train
@@ -176,14 +178,14 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
     out += _pack_lines(spec, planned if not spec.is_optuna else [])
 
     measured = _measured_s_per_epoch(study_dir)
-    epochs = sum(1 if is_sklearn(c.head) else c.epochs for c in configs)
+    epochs = sum(1 if is_epochless(c.head) else c.epochs for c in configs)
     if measured is not None:
         total = epochs * measured / concurrency
         how = f"measured: median {measured:.3g} s/epoch of the completed trials in {study_dir}/trials.parquet"
     else:
         total = (
             sum(
-                (1 if is_sklearn(c.head) else c.epochs) * seconds_per_epoch(c, n_train, n_val)
+                (1 if is_epochless(c.head) else c.epochs) * seconds_per_epoch(c, n_train, n_val)
                 for c in configs
             )
             / concurrency

@@ -40,6 +40,8 @@ VARIANTS = [
              encoders=2, encoder_combine="linear"),
         dict(head="quantum", qubits=4, rotation="ry", final_linear=False, gradient="adjoint"),
         dict(head="mlp_encoder", qubits=3, hidden=5, reuploads=2),
+        dict(head="quantum", qubits=4, encoder_layers=2, reuploads=2, amplitude_offset=0.5,
+             amplitude_offset_trainable=True, sqe_readout="zz", encoders=2),
         dict(head="mlp", hidden=6, batch_norm=True),
         dict(head="mlp", hidden=0),
     ],

@@ -139,10 +139,15 @@ def test_search_space_loads_and_dry_runs(path, capsys, tmp_path):
     spec = load_spec(path)
     assert spec.name == path.stem
     assert spec.n_trials() >= 1
-    if path.stem != "quickstart":
-        assert spec.data.protocol == "paper"
+    if path.stem.startswith("paper_sst2_"):  # local SST-2 + the assembled mpnet, same splits
+        assert spec.data.source == "../shared/data/sst2" and spec.data.split_seed == 0
+        assert spec.data.encoder == "~/.cache/qsweep-encoders/all-mpnet-base-v2"
+    elif path.stem != "quickstart":
         assert spec.data.encoder == "sentence-transformers/paraphrase-mpnet-base-v2"
-        assert spec.trial_config({}, 0).epochs in (800, 1) or spec.fixed.get("epochs") == 800
+    if path.stem != "quickstart":
+        assert spec.data.protocol == "paper" and spec.data.n_per_class == 256
+        head = spec.trial_config({}, 0).head
+        assert head == "finetune" or spec.trial_config({}, 0).epochs in (800, 1)
     start = time.perf_counter()
     code = main(["run", str(path), "--dry-run", "--results", str(tmp_path / "r")])
     elapsed = time.perf_counter() - start
@@ -159,7 +164,13 @@ def test_search_space_loads_and_dry_runs(path, capsys, tmp_path):
 def test_paper_studies_cover_the_tables():
     specs = {p.stem: load_spec(p) for p in SPACES}
     factors = {name: set(s.factors) for name, s in specs.items()}
-    assert any(f == {"qubits"} and specs[n].fixed.get("encoders") == 2 for n, f in factors.items())
+    # Fig. 8 (talk slides): qubits x the slides' learning rates (x decay for two encoders), 10 seeds
+    single, multi = specs["qubits_single"], specs["qubits_multi"]
+    assert set(single.factors) == {"qubits", "learning_rate"} and single.fixed["encoders"] == 1
+    assert len(single.factors["learning_rate"]) == 7 and len(single.seeds) == 10
+    assert set(multi.factors) == {"qubits", "learning_rate", "lr_decay"}
+    assert multi.fixed["encoders"] == 2 and len(multi.seeds) == 10
+    assert single.fixed["shots"] == multi.fixed["shots"] == 8192
     assert any({"reuploads", "main_layers"} <= f for f in factors.values())
     assert any("reupload_layers" in f for f in factors.values())
     assert any("final_linear" in f for f in factors.values())

@@ -21,15 +21,16 @@ def build_head(
 
     The class comes from :mod:`model.heads.registry` (``mlp`` ->
     :class:`model.heads.classical.MLPHead`; ``quantum``, ``mlp_encoder`` ->
-    ``model.heads.quantum.QuantumHead``). sklearn heads (logreg, svc) are fitted by
-    :func:`model.heads.baselines.fit_baseline`, not trained by gradient descent.
+    ``model.heads.quantum.QuantumHead``). Epochless heads (logreg, svc: fitted by
+    :func:`model.heads.baselines.fit_baseline`; finetune: :func:`model.heads.finetune.fit_finetune`)
+    are not trained by gradient descent here.
     """
     spec = registry.head_spec(config.head)
     if not spec.gradient_trained:
         raise ConfigError(
-            f"trial.head = {config.head!r} is a scikit-learn baseline: it is fitted by "
-            "model.heads.baselines.fit_baseline, not trained by gradient descent; "
-            f"heads built here: {', '.join(registry.TORCH_HEADS)}."
+            f"trial.head = {config.head!r} is fitted by {spec.target.replace(':', '.')}, not "
+            "trained by gradient descent on fixed embeddings; heads built here: "
+            f"{', '.join(registry.TORCH_HEADS)}."
         )
     kwargs = {"adjoint": adjoint} if spec.family == "quantum" else {}
     return registry.load(config.head)(config, input_dim, seeds=seeds, **kwargs)

@@ -36,7 +36,7 @@ from model.quantum.circuits import (
 )
 from model.quantum.encoding import amplitude_encode, split_chunks
 from model.quantum.noise import shot_probs
-from model.quantum.statevector import probabilities, z_expectations
+from model.quantum.statevector import probabilities, z_expectations, zz_expectations, zz_pairs
 
 __all__ = [
     "QuantumHead",
@@ -59,6 +59,10 @@ def expected_parameter_count(config: TrialConfig, input_dim: int) -> int:
         enc = config.encoders * config.encoder_layers * q * per
         if config.encoders > 1 and config.encoder_combine == "linear":
             enc += config.encoders * q * q + q
+        if config.amplitude_offset_trainable:
+            enc += 1
+        if config.sqe_readout == "zz" and zz_pairs(q):
+            enc += (q + len(zz_pairs(q))) * q + q
     pqc = (config.reuploads * config.reupload_layers + config.main_layers) * q * per
     return enc + pqc + (2 * q + 2 if config.final_linear else 0)
 
@@ -80,14 +84,23 @@ class SimulatedQuantumEncoder(nn.Module):
                 f"allowed: 1..{input_dim}."
             )
         chunk = -(-input_dim // e)
-        if chunk > 2**q:
-            need = (chunk - 1).bit_length()
+        has_offset = config.amplitude_offset != 0 or config.amplitude_offset_trainable
+        values = chunk + 1 if has_offset else chunk  # the offset is one more amplitude
+        if values > 2**q:
+            need = (values - 1).bit_length()
+            plus = " + 1 offset amplitude" if has_offset else ""
             raise ConfigError(
-                f"trial.qubits = {q} is too small to amplitude-encode {chunk} values per encoder "
-                f"(input_dim = {input_dim}, encoders = {e}): 2**{q} = {2**q} < {chunk}. "
-                f"Use qubits >= {need} or more encoders (>= {-(-input_dim // 2**q)})."
+                f"trial.qubits = {q} is too small to amplitude-encode {chunk}{plus} values per "
+                f"encoder (input_dim = {input_dim}, encoders = {e}): 2**{q} = {2**q} < {values}. "
+                f"Use qubits >= {need} or more encoders (>= {-(-input_dim // (2**q - values + chunk))})"
+                + (
+                    ", or amplitude_offset: 0 without amplitude_offset_trainable."
+                    if has_offset
+                    else "."
+                )
             )
         self.qubits, self.encoders, self.adjoint = q, e, adjoint
+        t = len(generators)
         spec = sqe_spec(config)
         self.runner = CircuitRunner(spec)
         per = params_per_rotation(config.rotation)
@@ -95,15 +108,41 @@ class SimulatedQuantumEncoder(nn.Module):
             _stack_init((spec.n_layers, e, q, per), generators)
         )  # (L, T, E, q, P)
         self.weights.member_axis = 1
+        # amplitude offset: a constant, or one trainable scalar per member (T,), or none
+        self.offset: Tensor | float | None = config.amplitude_offset if has_offset else None
+        if config.amplitude_offset_trainable:
+            self.offset = nn.Parameter(torch.full((t,), float(config.amplitude_offset)))
         self.combine = None
         if e > 1 and config.encoder_combine == "linear":
-            self.combine = PackedLinear(len(generators), e * q, q, generators)
+            self.combine = PackedLinear(t, e * q, q, generators)
+        # readout zz: [<Z_k>, <Z_i Z_j> on the entangler's nearest-neighbour pairs] -> tanh(Linear) -> q
+        self.pairs = zz_pairs(q) if config.sqe_readout == "zz" else []
+        self.readout = None
+        if self.pairs:
+            self.readout = PackedLinear(t, q + len(self.pairs), q, generators)
+
+    def _offset(self) -> Tensor | float | None:
+        """The offset as amplitude_encode wants it: per member ``(T, 1, 1)`` when trainable."""
+        if isinstance(self.offset, nn.Parameter):
+            return self.offset[:, None, None]  # broadcasts against (B, T, E, 1)
+        return self.offset
 
     def forward(self, x: Tensor) -> Tensor:
         chunks = split_chunks(x.to(self.weights.dtype), self.encoders)  # (B, T, E, chunk)
-        state = amplitude_encode(chunks, self.qubits)  # (B, T, E, 2**q) real
+        state = amplitude_encode(chunks, self.qubits, offset=self._offset())  # (B, T, E, 2**q) real
         state = self.runner(state, self.weights, adjoint=self.adjoint)
-        z = z_expectations(probabilities(state), self.qubits)  # (B, T, E, q)
+        probs = probabilities(state)
+        z = z_expectations(probs, self.qubits)  # (B, T, E, q)
+        if self.readout is not None:
+            zz = zz_expectations(probs, self.qubits, self.pairs)  # (B, T, E, n_pairs)
+            wide = torch.cat([z, zz], dim=-1)  # (B, T, E, q + n_pairs)
+            b = wide.shape[0]
+            flat = wide.transpose(1, 2).reshape(b * self.encoders, wide.shape[1], -1)  # (B*E, T, F)
+            z = (
+                torch.tanh(self.readout(flat))
+                .reshape(b, self.encoders, -1, self.qubits)
+                .transpose(1, 2)
+            )
         if self.encoders == 1:
             return z[:, :, 0]
         if self.combine is None:

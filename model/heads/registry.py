@@ -6,6 +6,7 @@
     cls = registry.load("mlp")      # -> model.heads.classical.MLPHead (imported on first use)
 
 Families: ``quantum`` (a PQC inside an ``nn.Module``, trained by gradient descent),
+``encoder`` (fine-tunes the sentence encoder itself, then fits a classifier; no epochs),
 ``torch`` (a classical ``nn.Module``, trained by gradient descent) and ``sklearn``
 (fitted by scikit-learn on the embeddings, no epochs). Adding a head is one entry in
 :data:`REGISTRY` plus its module. This module imports nothing heavy.
@@ -25,16 +26,18 @@ __all__ = [
     "QUANTUM_HEADS",
     "TORCH_HEADS",
     "SKLEARN_HEADS",
+    "EPOCHLESS_HEADS",
     "CLASSICAL_HEADS",
     "head_spec",
     "family",
     "is_quantum",
     "is_sklearn",
+    "is_epochless",
     "is_gradient_trained",
     "load",
 ]
 
-FAMILIES = ("quantum", "torch", "sklearn")
+FAMILIES = ("quantum", "torch", "sklearn", "encoder")
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,14 @@ class HeadSpec:
     """One head: its ``trial.head`` name, family and the object that builds or fits it."""
 
     name: str
-    family: str  # quantum | torch | sklearn
+    family: str  # quantum | torch | sklearn | encoder (fine-tunes the sentence encoder itself)
     target: str  # "module:attribute": nn.Module class (cls(config, input_dim)) or sklearn fitter
     description: str
 
     @property
     def gradient_trained(self) -> bool:
         """True for nn.Module heads trained epoch by epoch; False for sklearn baselines."""
-        return self.family != "sklearn"
+        return self.family in ("quantum", "torch")
 
 
 # Order matters: it is the order error messages list the allowed heads in.
@@ -66,6 +69,8 @@ REGISTRY: dict[str, HeadSpec] = {
                  "scikit-learn logistic regression, C chosen on validation"),
         HeadSpec("svc", "sklearn", "model.heads.baselines:fit_baseline",
                  "scikit-learn RBF SVC, C chosen on validation"),
+        HeadSpec("finetune", "encoder", "model.heads.finetune:fit_finetune",
+                 "SetFit-style contrastive fine-tuning of the encoder, then logistic regression"),
     )
 }  # fmt: skip
 
@@ -73,6 +78,8 @@ HEADS = tuple(REGISTRY)
 QUANTUM_HEADS = tuple(n for n, s in REGISTRY.items() if s.family == "quantum")
 TORCH_HEADS = tuple(n for n, s in REGISTRY.items() if s.gradient_trained)  # nn.Module heads
 SKLEARN_HEADS = tuple(n for n, s in REGISTRY.items() if s.family == "sklearn")
+# fitted once on the data by their own function (no epoch loop, never packed)
+EPOCHLESS_HEADS = tuple(n for n, s in REGISTRY.items() if not s.gradient_trained)
 CLASSICAL_HEADS = tuple(n for n, s in REGISTRY.items() if s.family != "quantum")
 
 
@@ -100,6 +107,11 @@ def is_quantum(name: str) -> bool:
 def is_sklearn(name: str) -> bool:
     """True for scikit-learn baselines (fitted once, no epochs)."""
     return name in SKLEARN_HEADS
+
+
+def is_epochless(name: str) -> bool:
+    """True for heads fitted once by their own function (sklearn baselines, finetune)."""
+    return name in EPOCHLESS_HEADS
 
 
 def is_gradient_trained(name: str) -> bool:

@@ -2,6 +2,10 @@
 
 * ``amplitude_encode(x, n)``: L2-normalise each row and zero-pad ``(..., d)`` to
   ``(..., 2**n)`` -- a real state whose amplitude ``i`` is ``x_i / |x|``.
+* ``amplitude_encode(x, n, offset=c)``: append the constant ``c`` as amplitude ``d`` before
+  normalising, ``(x, c) / sqrt(|x|^2 + c^2)``. Every Pauli expectation of the state is a
+  quadratic form of it, so the cross terms ``c * x_i`` make latents linear in ``x`` (without
+  an offset they are even under ``x -> -x``).
 * Angle encoding: ``RY(input_scale * z_j)`` on qubit ``j`` (``angle_matrices``), used with
   data re-uploading in the PQC.
 """
@@ -17,17 +21,24 @@ from model.quantum.gates import ry_matrix_real
 __all__ = ["amplitude_encode", "angle_matrices", "split_chunks"]
 
 
-def amplitude_encode(x: Tensor, n_qubits: int, *, eps: float = 1e-12) -> Tensor:
+def amplitude_encode(
+    x: Tensor, n_qubits: int, *, offset: Tensor | float | None = None, eps: float = 1e-12
+) -> Tensor:
     """``(..., d)`` real -> ``(..., 2**n_qubits)`` unit-norm real state (zero-padded).
 
-    Raises ConfigError when ``d > 2**n_qubits``. An all-zero row stays all-zero
-    (its norm is clamped at ``eps``).
+    ``offset`` (a float, or a tensor broadcastable to ``x[..., :1]``): appended as one more
+    amplitude before normalising, so ``d + 1`` values are encoded; ``offset=0`` gives the
+    same state as no offset. Raises ConfigError when the values do not fit in
+    ``2**n_qubits`` amplitudes. An all-zero row stays all-zero (its norm is clamped at ``eps``).
     """
+    if offset is not None:
+        column = torch.as_tensor(offset, dtype=x.dtype, device=x.device)
+        x = torch.cat([x, column.expand(*x.shape[:-1], 1)], dim=-1)  # (..., d + 1)
     d = x.shape[-1]
     size = 2**n_qubits
     if d > size:
         raise ConfigError(
-            f"amplitude encoding of a {d}-dimensional vector needs at least "
+            f"amplitude encoding of {d} values{' (embedding + offset)' if offset is not None else ''} needs at least "
             f"{(d - 1).bit_length()} qubits (2**n >= {d}), but the register has "
             f"{n_qubits} qubits (2**{n_qubits} = {size} amplitudes); raise trial.qubits "
             "or trial.encoders."

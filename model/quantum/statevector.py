@@ -36,6 +36,8 @@ __all__ = [
     "probabilities",
     "z_signs",
     "z_expectations",
+    "zz_expectations",
+    "zz_pairs",
     "basis_bits",
 ]
 
@@ -211,3 +213,19 @@ def z_signs(n: int, dtype=torch.float32, device=None) -> Tensor:
 def z_expectations(probs: Tensor, n: int) -> Tensor:
     """Pauli-Z expectation of every qubit from probabilities: ``(*batch, 2**n) -> (*batch, n)``."""
     return probs @ z_signs(n, probs.dtype, probs.device)
+
+
+def zz_pairs(n: int) -> list[tuple[int, int]]:
+    """Nearest-neighbour qubit pairs of a ring: ``(i, i + 1 mod n)``; one pair for n = 2, none for 1."""
+    if n < 2:
+        return []
+    if n == 2:
+        return [(0, 1)]
+    return [(i, (i + 1) % n) for i in range(n)]
+
+
+def zz_expectations(probs: Tensor, n: int, pairs: list[tuple[int, int]]) -> Tensor:
+    """``<Z_i Z_j>`` of every pair from probabilities: ``(*batch, 2**n) -> (*batch, len(pairs))``."""
+    signs = z_signs(n, probs.dtype, probs.device)  # (2**n, n)
+    i, j = zip(*pairs, strict=True)
+    return probs @ (signs[:, list(i)] * signs[:, list(j)])

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         args.config, sets=args.sets, data_source=args.data, encoder=args.encoder
     )
     from model.embeddings import load_and_embed
-    from model.heads.registry import is_sklearn
+    from model.heads.registry import is_epochless
     from model.training import fit
 
     t0 = time.perf_counter()
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         f"test {sizes['test']} | encoder {data.encoder} ({data.dim}-d, {embed_s:.1f} s)",
         file=sys.stderr,
     )
-    bar = _EpochBar(trial.epochs, enabled=not args.quiet and not is_sklearn(trial.head))
+    bar = _EpochBar(trial.epochs, enabled=not args.quiet and not is_epochless(trial.head))
     try:
         result = fit(trial, data, on_epoch=bar.update)
     finally:
