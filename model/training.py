@@ -292,9 +292,19 @@ class _PackedTrainer:
                     energy=dict(energy),
                     config=c.to_dict(),
                     extra={"pack_size": t} if t > 1 else {},
+                    state=member_state(self.head, m),
                 )
             )
         return out
+
+
+def member_state(head: nn.Module, member: int) -> dict[str, Tensor]:
+    """Member ``member`` of a packed head as the state_dict of a one-member head: CPU
+    copies with the member axis kept at size 1 (what ``restore_head`` loads)."""
+    return {
+        k: v.detach().narrow(member_axis(v), member, 1).cpu().clone()
+        for k, v in head.state_dict(keep_vars=True).items()  # keep_vars: the axis tags
+    }
 
 
 def member_axis(tensor: Tensor) -> int:

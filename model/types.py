@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,9 +104,19 @@ class TrialResult:
     energy: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # resolved TrialConfig.to_dict()
     extra: dict[str, Any] = field(default_factory=dict)  # head-specific (e.g. chosen sklearn C)
+    # The trained model, for drivers that log it (not part of to_dict() or summary()):
+    # nn.Module heads: the best epoch's state_dict (CPU tensors) of a one-member head, so
+    # model.heads.factory.restore_head(config, dim, state) rebuilds it; sklearn baselines:
+    # the fitted Pipeline (scaler + classifier). None when fit() did not keep it.
+    state: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field but ``state`` (plain data: numbers, strings, lists, dicts)."""
+        return {
+            f.name: copy.deepcopy(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "state"
+        }
 
     def summary(self) -> dict[str, Any]:
         """Flat scalars for printing, JSON and result tables (no history)."""

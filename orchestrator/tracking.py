@@ -148,9 +148,13 @@ EPOCH_PREFIX = "epoch/"  # per-epoch curves; plain names hold the trial's final 
 class TrialLogger:
     """Driver-side MLflow logging of a study's trials (one run per trial id)."""
 
-    def __init__(self, tracking_uri: str, study: str) -> None:
+    def __init__(self, tracking_uri: str, study: str, *, parent_run_id: str | None = None) -> None:
         self.uri = tracking_uri
         self.study = study
+        self.parent_run_id = parent_run_id  # every trial run becomes its child when set
+        self.dataset: Any = None  # mlflow Dataset entity logged as each trial's input
+        self.model_input: Any = None  # (n, d) float32 rows: the input example of logged models
+        self.encoder = ""  # encoder identity, tagged on every trial (qsweep predict embeds with it)
         self.version = code_version()
         try:
             self.client = _client(tracking_uri)
@@ -173,7 +177,8 @@ class TrialLogger:
         params: dict[str, Any],
         tags: dict[str, str] | None = None,
     ) -> str:
-        """Create the trial's run; an unfinished run of the same trial id (earlier attempt) is replaced."""
+        """Create the trial's run (a child of the study run); an unfinished run of the same
+        trial id (earlier attempt) is replaced. ``tags`` are added (e.g. a pack id)."""
         for old in self._existing(trial_id):
             self.client.delete_run(old.info.run_id)
         from mlflow.entities import Param
@@ -185,11 +190,15 @@ class TrialLogger:
             "qsweep.seed": str(seed),
             "qsweep.status": "running",
             "qsweep.code_version": self.version,
-            **(tags or {}),
+            **({"mlflow.parentRunId": self.parent_run_id} if self.parent_run_id else {}),
+            **({"qsweep.encoder": self.encoder} if self.encoder else {}),
+            **{k: str(v) for k, v in (tags or {}).items()},
         }
         run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        if self.dataset is not None:
+            _log_dataset(self.client, run_id, self.dataset)
         self.runs[trial_id] = run_id
         return run_id
 
@@ -208,8 +217,16 @@ class TrialLogger:
         if batch:
             self.client.log_batch(run_id, metrics=batch)
 
-    def finish(self, trial_id: str, row: dict[str, Any]) -> None:
-        """Final metrics, status and error of a trial (``row`` as in trials.parquet)."""
+    def finish(
+        self,
+        trial_id: str,
+        row: dict[str, Any],
+        *,
+        state: Any = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """Final metrics, status, error and description of a trial (``row`` as in
+        trials.parquet); with ``state`` (``TrialResult.state``) also its trained model."""
         from mlflow.entities import Metric, RunTag
 
         run_id = self.runs.pop(trial_id, None)
@@ -221,6 +238,7 @@ class TrialLogger:
                 point_id=row.get("point_id") or "",
                 seed=row.get("seed") or 0,
                 params=params,
+                tags=tags,
             )
             self.runs.pop(trial_id, None)
         now = int(time.time() * 1000)
@@ -229,13 +247,22 @@ class TrialLogger:
             for k in FINAL_METRICS
             if isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool)
         ]
-        tags = [RunTag("qsweep.status", str(row["status"]))]
+        run_tags = [RunTag("qsweep.status", str(row["status"]))]
         for key in ("started_at", "finished_at", "device"):
             if row.get(key):
-                tags.append(RunTag(f"qsweep.{key}", str(row[key])))
+                run_tags.append(RunTag(f"qsweep.{key}", str(row[key])))
         if row.get("error"):
-            tags.append(RunTag("qsweep.error", str(row["error"])[:_TAG_MAX]))
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+            run_tags.append(RunTag("qsweep.error", str(row["error"])[:_TAG_MAX]))
+        run_tags.append(RunTag("mlflow.note.content", trial_description(row)))
+        run_tags.extend(RunTag(k, str(v)) for k, v in (tags or {}).items())
+        self.client.log_batch(run_id, metrics=metrics, tags=run_tags)
+        if state is not None and row.get("status") == "completed":
+            try:
+                self.log_model(run_id, row, state)
+            except Exception as err:  # noqa: BLE001 - the trial's numbers are logged; say why the model is not
+                self.client.set_tag(
+                    run_id, "qsweep.model_error", f"{type(err).__name__}: {err}"[:_TAG_MAX]
+                )
         self.client.set_terminated(run_id, status=_STATUS.get(row["status"], "FINISHED"))
 
     def abandon(self, trial_id: str) -> None:
@@ -259,6 +286,277 @@ class TrialLogger:
                 n += 1
         return n
 
+    # --- the trained model ---------------------------------------------------------------
+    def log_model(self, run_id: str, row: dict[str, Any], state: Any) -> str:
+        """Log a trial's trained model on its run; returns the model URI (tag ``qsweep.model_uri``).
+
+        nn.Module heads: the head rebuilt from the row's config and ``state`` as an MLflow
+        PyTorch model (input: embeddings (n, d) float32, output: logits (n, 2)); quantum heads
+        also get their PQC for the first test embedding as ``circuit/pqc.qasm`` (OpenQASM 2.0)
+        with its Pauli-Z expectations ``circuit/expval.json``, as ``qsweep circuit`` writes
+        them. sklearn baselines: the fitted Pipeline (sklearn flavour, predict_proba output).
+        """
+        import mlflow
+        import numpy as np
+        from mlflow.models import infer_signature
+
+        from model.config import TrialConfig
+        from model.heads import registry
+
+        if self.model_input is None:
+            raise ValueError("no input example (TrialLogger.log_dataset was not called)")
+        config = TrialConfig.from_dict(
+            {k: row[k] for k in _config_names() if row.get(k) is not None}, where="trial"
+        )
+        x = np.asarray(self.model_input, dtype=np.float32)
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):
+            if registry.is_sklearn(config.head):
+                import mlflow.sklearn
+
+                signature = infer_signature(x, state.predict_proba(x))
+                info = mlflow.sklearn.log_model(
+                    state, name="model", input_example=x, signature=signature,
+                    pip_requirements=_requirements("scikit-learn"),
+                )  # fmt: skip
+            else:
+                import mlflow.pytorch
+                import torch
+
+                from model.heads.factory import restore_head
+
+                head = restore_head(config, x.shape[1], state)
+                with torch.no_grad():
+                    logits = head(torch.from_numpy(x)).numpy()
+                info = mlflow.pytorch.log_model(
+                    head, name="model", input_example=x,
+                    signature=infer_signature(x, logits),
+                    pip_requirements=_requirements("torch"),
+                    serialization_format="pickle",  # the nn.Module itself; pt2 fixes the batch size
+                )  # fmt: skip
+                if registry.is_quantum(config.head):
+                    from model.quantum.qasm import export_pqc
+
+                    qasm, z = export_pqc(head, torch.from_numpy(x[:1]))
+                    mlflow.log_text(qasm, "circuit/pqc.qasm")
+                    mlflow.log_dict(
+                        {"z": [float(v) for v in z], "qubits": config.qubits,
+                         "input": "first test embedding"},
+                        "circuit/expval.json",
+                    )  # fmt: skip
+        self.client.set_tag(run_id, "qsweep.model_uri", info.model_uri)
+        return info.model_uri
+
+    # --- the study's parent run -------------------------------------------------------------
+    def open_study(
+        self, spec: dict[str, Any], *, spec_file: str | Path | None = None, planned: int = 0
+    ) -> str:
+        """Create the study's parent run (or reuse it: --resume) and make trials its children.
+
+        ``spec`` is ``StudySpec.study_dict()``. The run is named after the study and tagged
+        ``qsweep.kind=study``; it holds the spec as flat params (``factors.qubits``,
+        ``data.encoder``, ...), ``spec_file`` under ``spec/``, the description (also the
+        experiment's) and the running counts of :meth:`update_study`.
+        """
+        from mlflow.entities import Param
+
+        description = str(spec.get("description") or "")
+        params = _flat({k: v for k, v in spec.items() if k not in ("name", "description")})
+
+        if description:
+            self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", description)
+        run_id, created = _study_run(self.client, self.experiment_id, self.study, self.version)
+        if description:
+            self.client.set_tag(run_id, "mlflow.note.content", description)
+        have = {} if created else self.client.get_run(run_id).data.params
+        new = [Param(k, str(v)[:6000]) for k, v in (params or {}).items() if k not in have]
+        for lo in range(0, len(new), 100):
+            self.client.log_batch(run_id, params=new[lo : lo + 100])
+        if spec_file is not None and Path(spec_file).is_file():
+            self.client.log_artifact(run_id, str(spec_file), artifact_path="spec")
+        if planned:
+            self.client.log_metric(run_id, "trials_planned", planned)
+        self.parent_run_id = run_id
+        return run_id
+
+    def log_dataset(self, data: Any, data_config: dict[str, Any]) -> None:
+        """The embeddings as a dataset input of the study run and of every trial run started
+        afterwards; their first test rows become the models' input example."""
+        self.dataset = dataset_entity(data, data_config)
+        self.encoder = str(getattr(data, "encoder", "") or data_config.get("encoder", ""))
+        rows = data.x_test if len(data.x_test) else data.x_val
+        self.model_input = rows[:2]
+        if self.parent_run_id:
+            _log_dataset(self.client, self.parent_run_id, self.dataset)
+            self.client.set_tag(self.parent_run_id, "qsweep.encoder", self.encoder)
+
+    def update_study(
+        self, rows: list[dict[str, Any]], *, planned: int, metric: str, mode: str
+    ) -> None:
+        """Counts (planned, done, failed) and the best trial's final metrics on the study run."""
+        from mlflow.entities import Metric, RunTag
+
+        if not self.parent_run_id:
+            return
+        done = len(rows)
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric("trials_planned", planned, now, done),
+            Metric("trials_done", done, now, done),
+            Metric("trials_failed", sum(r.get("status") == "failed" for r in rows), now, done),
+        ]
+        tags = []
+        best = best_row(rows, metric, mode)
+        if best is not None:
+            metrics += [
+                Metric(f"best/{k}", float(best[k]), now, done)
+                for k in TRIAL_METRICS
+                if _is_number(best.get(k))
+            ]
+            tags.append(RunTag("qsweep.best_trial", str(best["trial_id"])))
+        self.client.log_batch(self.parent_run_id, metrics=metrics, tags=tags)
+
+    def study_exit(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> bool:
+        """Context-manager exit for the driver (``ExitStack.push``): a driver that raises
+        ends the study run KILLED (``--resume`` reopens it); the exception propagates."""
+        if exc_type is not None:
+            self.close_study(interrupted=True)
+        return False
+
+    def close_study(self, *, interrupted: bool = False) -> None:
+        """End the study run: FINISHED, or KILLED when the driver was stopped (resume reopens it)."""
+        if self.parent_run_id:
+            self.client.set_terminated(
+                self.parent_run_id, status="KILLED" if interrupted else "FINISHED"
+            )
+
+
+def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"data": {"source": "demo"}}`` -> ``{"data.source": "demo"}``; lists and factor
+    ranges (``factors.lr = {low, high, log}``) stay whole."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict) and value and prefix != "factors.":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
+    """The row with the best ``metric`` (max or min); None when no row has a number."""
+    scored = [r for r in rows if _is_number(r.get(metric))]
+    if not scored:
+        return None
+    key = (lambda r: r[metric]) if mode == "max" else (lambda r: -r[metric])
+    return max(scored, key=key)
+
+
+def trial_description(row: dict[str, Any]) -> str:
+    """The run's description (``mlflow.note.content``): head, qubits, main settings, best epoch."""
+    from model.heads import registry
+
+    head = row.get("head") or "?"
+    lines = [f"**{row.get('trial_id', '')}**: {head} head"]
+    if head in registry.QUANTUM_HEADS:
+        lines[0] += f", {row.get('qubits')} qubits"
+    settings = [
+        f"{k}={row[k]}"
+        for k in _MAIN_SETTINGS.get(registry.family(head) if head in registry.HEADS else "", ())
+        if row.get(k) is not None
+    ]
+    if settings:
+        lines.append("settings: " + ", ".join(settings))
+    status = row.get("status")
+    if _is_number(row.get("val_accuracy")):
+        lines.append(
+            f"{status}; best epoch {row.get('best_epoch')} of {row.get('epochs_run')}: "
+            f"val_accuracy {row['val_accuracy']:.4f}"
+            + (
+                f", test_accuracy {row['test_accuracy']:.4f}"
+                if _is_number(row.get("test_accuracy"))
+                else ""
+            )
+        )
+    else:
+        lines.append(str(status) + (f": {row['error']}" if row.get("error") else ""))
+    return "  \n".join(lines)
+
+
+_MAIN_SETTINGS = {
+    "quantum": ("encoders", "encoder_layers", "reuploads", "main_layers", "rotation",
+                "learning_rate", "batch_size", "epochs", "shots", "seed"),
+    "torch": ("hidden", "learning_rate", "batch_size", "epochs", "seed"),
+    "sklearn": ("seed",),
+}  # fmt: skip
+
+
+def _requirements(flavour: str) -> list[str]:
+    """Pinned requirements of a logged model (qsweep itself must be installed to load it)."""
+    from importlib.metadata import version
+
+    from orchestrator.results import qsweep_version
+
+    dist = {"torch": "torch", "scikit-learn": "scikit-learn"}[flavour]
+    return [f"{dist}=={version(dist).split('+')[0]}", f"numpy=={version('numpy')}",
+            f"qsweep=={qsweep_version()}"]  # fmt: skip
+
+
+def dataset_entity(data: Any, data_config: dict[str, Any]):
+    """An MLflow Dataset entity for embedded splits: name, digest and the recipe as its source."""
+    import hashlib
+    import json
+
+    from mlflow.entities import Dataset
+
+    digest = hashlib.sha256()
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        digest.update(getattr(data, name).tobytes())
+    source = {
+        "source": data_config.get("source"),
+        "protocol": data_config.get("protocol"),
+        "split_seed": data_config.get("split_seed"),
+        "n_per_class": data_config.get("n_per_class"),
+        "encoder": getattr(data, "encoder", "") or data_config.get("encoder"),
+        "rows": getattr(data, "source", ""),
+    }
+    profile = {**data.sizes(), "dim": int(data.dim)}
+    return Dataset(
+        name=f"{data_config.get('source')}-{data_config.get('protocol')}-embeddings",
+        digest=digest.hexdigest()[:16],
+        source_type="qsweep",
+        source=json.dumps(source, default=str),
+        profile=json.dumps(profile),
+    )
+
+
+def _log_dataset(client, run_id: str, dataset) -> None:
+    from mlflow.entities import DatasetInput, InputTag
+
+    context = InputTag(key="mlflow.data.context", value="training")
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+
+
+def _study_run(
+    client, experiment_id: str, study: str, version: str, *, reopen: bool = True
+) -> tuple[str, bool]:
+    """The study's parent run id (created when missing; set RUNNING when ``reopen``) and
+    whether it was created."""
+    found = _all_runs(
+        client, experiment_id, f"tags.`qsweep.kind` = 'study' and tags.`qsweep.study` = '{study}'"
+    )
+    if found:
+        run = sorted(found, key=lambda r: r.info.start_time)[0]
+        if reopen and run.info.status != "RUNNING":
+            client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id, False
+    tags = {"qsweep.kind": "study", "qsweep.study": study, "qsweep.code_version": version}
+    return client.create_run(experiment_id, run_name=study, tags=tags).info.run_id, True
+
 
 def _config_names() -> list[str]:
     import dataclasses
@@ -274,37 +572,28 @@ def log_study_artifacts(
     study: str,
     files: list[Path],
     *,
-    run_name: str = "report",
+    artifact_path: str | None = None,
     tags: dict | None = None,
 ) -> str:
-    """Attach files to a study-level run (tag ``qsweep.kind=report``), created once and reused."""
+    """Attach files (e.g. the report) to the study's parent run; returns its run id.
+
+    The run is created when the study has none yet (a report of a table without MLflow
+    runs); its status is left as it is (a running driver keeps it RUNNING).
+    """
     client = _client(tracking_uri)
     experiment_id = _experiment_id(client, study)
-    existing = _all_runs(
-        client,
-        experiment_id,
-        f"tags.`qsweep.kind` = 'report' and attributes.run_name = '{run_name}'",
-    )
-    if existing:
-        run_id = existing[0].info.run_id
-        if existing[0].info.status != "RUNNING":
-            client.update_run(run_id, status="RUNNING")
-    else:
-        base = {
-            "qsweep.kind": "report",
-            "qsweep.study": study,
-            "qsweep.code_version": code_version(),
-        }
-        run_id = client.create_run(experiment_id, run_name=run_name, tags=base).info.run_id
+    run_id, created = _study_run(client, experiment_id, study, code_version(), reopen=False)
     for key, value in (tags or {}).items():
         client.set_tag(run_id, key, str(value))
     for path in files:
         path = Path(path)
         if path.is_dir():
-            client.log_artifacts(run_id, str(path), artifact_path=path.name)
+            sub = f"{artifact_path}/{path.name}" if artifact_path else path.name
+            client.log_artifacts(run_id, str(path), artifact_path=sub)
         else:
-            client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, status="FINISHED")
+            client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+    if created:
+        client.set_terminated(run_id, status="FINISHED")
     return run_id
 
 

@@ -15,6 +15,7 @@ their error; SIGTERM / SIGUSR1 stop the study gracefully (``outcome.interrupted`
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
@@ -211,13 +212,44 @@ def _trainable(
         final[metric] = sum(done) / len(done) if done else math.nan
         if len(results) == 1:
             final.update({k[3:]: v for k, v in final.items() if k.startswith("m0/")})
-        tune.report(final)
+        tune.report(final, checkpoint=_states_checkpoint([r for r, _ in results]))
         return
     failed: dict[str, Any] = {metric: math.nan, "qsweep_final": 1, "attempts": retries + 1}
     for m in range(len(members)):
         failed.update({f"m{m}/qsweep_status": "failed", f"m{m}/attempts": retries + 1,
                        f"m{m}/error": error, f"m{m}/traceback": last_tb[-2000:]})  # fmt: skip
     tune.report(failed)
+
+
+STATES_FILE = "states.pt"  # {member index: TrialResult.state} in a pack's final checkpoint
+
+
+def _states_checkpoint(results: list) -> tune.Checkpoint | None:
+    """The members' trained models (``TrialResult.state``) as the pack's final Ray
+    checkpoint, which Ray persists under the study's storage path where the driver reads
+    it back (from any node). None when no member has one."""
+    states = {m: r.state for m, r in enumerate(results) if getattr(r, "state", None) is not None}
+    if not states:
+        return None
+    import tempfile
+
+    import torch
+
+    directory = Path(tempfile.mkdtemp(prefix="qsweep-states-"))
+    torch.save(states, directory / STATES_FILE)
+    return tune.Checkpoint.from_directory(str(directory))
+
+
+def _load_states(checkpoint: tune.Checkpoint | None) -> dict[int, Any]:
+    """``{member index: TrialResult.state}`` from a pack's final checkpoint ({} if none)."""
+    if checkpoint is None:
+        return {}
+    import torch
+
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / STATES_FILE
+        # Our own file: state_dicts of tensors, or fitted sklearn Pipelines (pickled).
+        return torch.load(path, weights_only=False) if path.exists() else {}
 
 
 class _InterruptStopper(Stopper):
@@ -279,6 +311,7 @@ class _StudyCallback(Callback):
         self.on_signal = on_signal
         self.next_index = next_index
         self.live: dict[str, list[_Live]] = {}  # Ray trial id -> its members
+        self.checkpoints: dict[str, Any] = {}  # Ray trial id -> its final checkpoint (models)
         self.ran = self.failed = self.stopped = 0
 
     def __getstate__(self) -> dict:
@@ -348,12 +381,18 @@ class _StudyCallback(Callback):
             epoch_metrics = {k: v for k, v in metrics.items() if k in EPOCH_METRICS}
             self.logger.log_epoch(live.trial_id, epoch_metrics, step=epoch)
 
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
+        self.checkpoints[trial.trial_id] = checkpoint
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         last = trial.last_result or {}
         if last.get("qsweep_final"):
+            checkpoint = self.checkpoints.pop(trial.trial_id, None) or trial.checkpoint
+            states = _load_states(checkpoint)
             for index, live in enumerate(self._live(trial)):
                 member = _member(last, index)
-                self._record(live, member.get("qsweep_status", "failed"), member)
+                status = member.get("qsweep_status", "failed")
+                self._record(live, status, member, state=states.get(index))
             self.live.pop(trial.trial_id, None)
         elif not self.interrupted.is_set():
             for index, live in enumerate(self._live(trial)):  # stopped early by ASHA
@@ -390,7 +429,7 @@ class _StudyCallback(Callback):
             self.progress.running.discard(live.trial_id)
             self.logger.abandon(live.trial_id)
 
-    def _record(self, live: _Live, status: str, last: dict[str, Any]) -> None:
+    def _record(self, live: _Live, status: str, last: dict[str, Any], state: Any = None) -> None:
         partial = dict(
             val_accuracy=live.best,
             best_epoch=live.best_epoch,
@@ -409,7 +448,13 @@ class _StudyCallback(Callback):
         )
         row["pack_id"] = live.pack_id
         self.table.add(row)
-        self.logger.finish(live.trial_id, row)
+        self.logger.finish(live.trial_id, row, state=state if status == "completed" else None)
+        self.logger.update_study(
+            list(self.table.rows.values()),
+            planned=self.spec.n_trials(),
+            metric=self.spec.metric,
+            mode=self.spec.mode,
+        )
         self.ran += 1
         self.failed += status == "failed"
         self.stopped += status == "stopped"
@@ -496,12 +541,14 @@ def run_study(
     fit_ref: FitRef = fit or os.environ.get("QSWEEP_FIT") or DEFAULT_FIT
     concurrency = max_concurrent or spec.max_concurrent
     size = resolve_pack_size(spec, pack_size)
-    with StudyLock(study_dir):
+    with StudyLock(study_dir), contextlib.ExitStack() as on_error:
         prepare_study_dir(spec, study_dir, resume=resume)
         uri = tracking_uri or default_tracking_uri(study_dir)
         check_tracking_uri(uri)
         logger = TrialLogger(uri, spec.name)
         planned_n = spec.n_trials()
+        logger.open_study(spec.study_dict(), spec_file=spec.source or None, planned=planned_n)
+        on_error.push(logger.study_exit)  # a driver that raises ends the study run KILLED
         record_study(spec, study_dir)
         table = ResultsTable(trials_path(study_dir), study=spec.name)
         if not table.path.exists():
@@ -523,6 +570,7 @@ def run_study(
         packs = plan_packs(todo, size, gpu=spec.resources.get("gpu", 0) > 0)
         outcome = StudyOutcome(study_dir, planned_n, 0, len(done), 0, 0, False, 0.0, uri)
         if remaining == 0:
+            logger.close_study()
             outcome.wall_time_s = time.monotonic() - t0
             return outcome
 
@@ -532,6 +580,7 @@ def run_study(
             from model.embeddings import load_and_embed
 
             data = load_and_embed(spec.data, progress=True)
+        logger.log_dataset(data, spec.data.to_dict())
 
         progress = Progress(
             spec.name,
@@ -572,6 +621,7 @@ def run_study(
             callback.stopped,
         )
         outcome.interrupted = interrupted.is_set()
+        logger.close_study(interrupted=outcome.interrupted)
         outcome.wall_time_s = time.monotonic() - t0
         progress.maybe_print(force=True)
         return outcome

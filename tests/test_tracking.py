@@ -88,7 +88,7 @@ def test_logger_roundtrip_replace_and_reconcile(tmp_path):
     assert not Path("mlruns").exists() or Path("mlruns").resolve().parent != tmp_path
 
 
-def test_log_study_artifacts_reuses_the_report_run(tmp_path):
+def test_log_study_artifacts_go_to_the_study_run(tmp_path):
     uri = default_tracking_uri(tmp_path)
     report = tmp_path / "report.md"
     report.write_text("# report\n")
@@ -99,10 +99,18 @@ def test_log_study_artifacts_reuses_the_report_run(tmp_path):
 
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(first)
-    assert run.data.tags["qsweep.kind"] == "report" and run.data.tags["qsweep.n_trials"] == "3"
+    assert run.data.tags["qsweep.kind"] == "study" and run.data.tags["qsweep.n_trials"] == "3"
+    assert run.info.run_name == "study" and run.info.status == "FINISHED"
     assert [a.path for a in client.list_artifacts(first)] == ["report.md"]
+    # a study run opened by a driver is the one the report goes to, under report/
+    logger = TrialLogger(uri, "study")
+    assert logger.open_study({"name": "study"}) == first
+    assert client.get_run(first).info.status == "RUNNING"
+    log_study_artifacts(uri, "study", [report], artifact_path="report")
+    assert client.get_run(first).info.status == "RUNNING"  # the driver still owns it
+    assert [a.path for a in client.list_artifacts(first, "report")] == ["report/report.md"]
     assert (tmp_path / "mlartifacts").is_dir()
-    assert load_trial_runs(uri, "study").empty  # the report run is not a trial
+    assert load_trial_runs(uri, "study").empty  # the study run is not a trial
     assert load_trial_runs(uri, "no_such_study").empty
 
 

@@ -92,7 +92,15 @@ def fit_baseline(config: TrialConfig, data: EmbeddedSplits) -> TrialResult:
         device="cpu",
         config=config.to_dict(),
         extra=extra,
+        state=_pipeline(scaler, best_model),
     )
+
+
+def _pipeline(scaler, model):
+    """The fitted scaler + classifier as one sklearn Pipeline (what a logged model predicts with)."""
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("scale", scaler), ("classify", model)])
 
 
 def _make(config: TrialConfig, point: dict[str, Any]):

@@ -8,7 +8,7 @@ from model.config import TrialConfig
 from model.errors import ConfigError
 from model.heads import registry
 
-__all__ = ["build_head"]
+__all__ = ["build_head", "restore_head"]
 
 
 def build_head(
@@ -34,3 +34,18 @@ def build_head(
         )
     kwargs = {"adjoint": adjoint} if spec.family == "quantum" else {}
     return registry.load(config.head)(config, input_dim, seeds=seeds, **kwargs)
+
+
+def restore_head(config: TrialConfig, input_dim: int, state: dict) -> nn.Module:
+    """The trained head of one trial: ``build_head`` (one member) plus its ``state_dict``,
+    on CPU, in eval mode.
+
+    ``state`` is ``TrialResult.state`` of an nn.Module head (one member; a packed member
+    is sliced out by ``model.training.member_state``). Shots and gate noise are switched
+    off: the restored head predicts with exact expectations.
+    """
+    if registry.is_quantum(config.head):
+        config = config.replace(shots=0, noise_p1=0.0, noise_p2=0.0)
+    head = build_head(config.replace(device="cpu"), input_dim)
+    head.load_state_dict(state)
+    return head.eval()

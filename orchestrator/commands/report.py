@@ -3,8 +3,8 @@
     qsweep report results/quickstart                 # -> results/quickstart/report/
     qsweep report results/quickstart --metric val_accuracy --out /tmp/rep --no-mlflow
 
-The report files are also logged as artifacts of a study-level MLflow run (the study's
-default store ``STUDY_DIR/mlflow.db`` or ``--mlflow-uri``).
+The report files are also logged under ``report/`` of the study's parent MLflow run (the
+study's default store ``STUDY_DIR/mlflow.db`` or ``--mlflow-uri``).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _log_to_mlflow(study_dir: Path, files: list[Path], uri: str | None) -> None:
     uri = uri or tracking.default_tracking_uri(study_dir)
     name = study_name(study_dir)
     try:
-        run_id = tracking.log_study_artifacts(uri, name, files, run_name="report")
+        run_id = tracking.log_study_artifacts(uri, name, files, artifact_path="report")
     except Exception as err:  # the report is written; a tracking failure must not hide it
         print(
             f"MLflow logging failed ({type(err).__name__}: {err}); the report files are still "
