@@ -128,6 +128,9 @@ def test_quickstart_study_runs_as_a_slurm_job_and_survives_a_requeue(slurm, tmp_
     experiment = mlflow.get_experiment_by_name("quickstart")
     assert experiment is not None, "the job created no MLflow experiment 'quickstart'"
     runs = mlflow.search_runs([experiment.experiment_id], max_results=1000)
+    (parent,) = [r for r in runs if r.data.tags.get("qsweep.kind") == "study"]
+    assert parent.info.status == "FINISHED"  # KILLED at the requeue, reopened and finished
+    runs = [r for r in runs if r is not parent]
     trial_ids = [r.data.tags.get("qsweep.trial_id") for r in runs]
     assert sorted(trial_ids) == sorted(after), trial_ids  # one run per trial
     for run in runs:

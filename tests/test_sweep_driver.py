@@ -46,11 +46,17 @@ def run(spec, study_dir, **kw):
 
 
 def mlflow_runs(uri: str, study: str) -> list:
+    """The client and the study's trial runs (children of its one study run)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(study)
-    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    (parent,) = [r for r in runs if r.data.tags.get("qsweep.kind") == "study"]
+    assert parent.info.run_name == study and parent.info.status in ("FINISHED", "KILLED")
+    trials = [r for r in runs if r is not parent]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
+    return client, trials
 
 
 def test_grid_rows_failures_retries_and_mlflow(ray_session, tmp_path):
@@ -95,6 +101,14 @@ def test_grid_rows_failures_retries_and_mlflow(ray_session, tmp_path):
     client, runs = mlflow_runs(outcome.tracking_uri, "grid")
     assert outcome.tracking_uri == f"sqlite:///{study.resolve() / 'mlflow.db'}"
     assert sorted(r.info.run_name for r in runs) == sorted(df.trial_id)
+    (parent,) = client.search_runs(
+        [runs[0].info.experiment_id], "tags.`qsweep.kind` = 'study'"
+    )  # the study's run: counts updated as each trial ended, best trial
+    assert parent.data.metrics["trials_done"] == 6 and parent.data.metrics["trials_failed"] == 2
+    done_steps = [m.step for m in client.get_metric_history(parent.info.run_id, "trials_done")]
+    assert sorted(done_steps) == [1, 2, 3, 4, 5, 6]
+    best = df[df.status == "completed"].sort_values("val_accuracy").iloc[-1]
+    assert parent.data.metrics["best/val_accuracy"] == pytest.approx(best.val_accuracy)
     for mr in runs:
         tags = mr.data.tags
         row = df[df.trial_id == tags["qsweep.trial_id"]].iloc[0]
