@@ -19,7 +19,7 @@ import sys
 from model.errors import QsweepError
 
 # Order is the order shown in --help.
-COMMANDS = ("train", "circuit", "energy", "run", "ui", "design", "report", "slurm")
+COMMANDS = ("train", "circuit", "energy", "run", "predict", "ui", "design", "report", "slurm")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ in trials.parquet, so the runs table shows the same numbers) and ``qsweep.*`` ta
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -33,6 +34,9 @@ __all__ = [
     "TrialLogger",
     "log_study_artifacts",
     "load_trial_runs",
+    "find_trial_model",
+    "experiment_id",
+    "load_model",
     "FINAL_METRICS",
 ]
 
@@ -101,8 +105,6 @@ def code_version() -> str:
 
 
 def _client(uri: str):
-    import logging
-
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -295,6 +297,8 @@ class TrialLogger:
         also get their PQC for the first test embedding as ``circuit/pqc.qasm`` (OpenQASM 2.0)
         with its Pauli-Z expectations ``circuit/expval.json``, as ``qsweep circuit`` writes
         them. sklearn baselines: the fitted Pipeline (sklearn flavour, predict_proba output).
+        The model is registered as a version of the registered model named after the study
+        (version tag ``qsweep.trial_id``).
         """
         import mlflow
         import numpy as np
@@ -310,6 +314,8 @@ class TrialLogger:
         )
         x = np.asarray(self.model_input, dtype=np.float32)
         mlflow.set_tracking_uri(self.uri)
+        # Pickle is chosen on purpose (a few kB, any batch size); not a warning per trial.
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         with mlflow.start_run(run_id=run_id):
             if registry.is_sklearn(config.head):
                 import mlflow.sklearn
@@ -318,6 +324,7 @@ class TrialLogger:
                 info = mlflow.sklearn.log_model(
                     state, name="model", input_example=x, signature=signature,
                     pip_requirements=_requirements("scikit-learn"),
+                    registered_model_name=self.study,
                 )  # fmt: skip
             else:
                 import mlflow.pytorch
@@ -333,6 +340,7 @@ class TrialLogger:
                     signature=infer_signature(x, logits),
                     pip_requirements=_requirements("torch"),
                     serialization_format="pickle",  # the nn.Module itself; pt2 fixes the batch size
+                    registered_model_name=self.study,
                 )  # fmt: skip
                 if registry.is_quantum(config.head):
                     from model.quantum.qasm import export_pqc
@@ -345,6 +353,11 @@ class TrialLogger:
                         "circuit/expval.json",
                     )  # fmt: skip
         self.client.set_tag(run_id, "qsweep.model_uri", info.model_uri)
+        version = getattr(info, "registered_model_version", None)
+        if version is not None:
+            self.client.set_model_version_tag(
+                self.study, str(version), "qsweep.trial_id", row["trial_id"]
+            )
         return info.model_uri
 
     # --- the study's parent run -------------------------------------------------------------
@@ -597,6 +610,12 @@ def log_study_artifacts(
     return run_id
 
 
+def experiment_id(tracking_uri: str, study: str) -> str | None:
+    """The id of the study's experiment in the store; None when it has none."""
+    experiment = _client(tracking_uri).get_experiment_by_name(study)
+    return experiment.experiment_id if experiment is not None else None
+
+
 def load_trial_runs(tracking_uri: str, study: str):
     """One row per trial run (columns named as in trials.parquet; best effort)."""
     import pandas as pd
@@ -646,3 +665,65 @@ def _typed(text: str, default: Any) -> Any:
     except ValueError:
         return None
     return text
+
+
+# ------------------------------------------------------------------------------------
+def find_trial_model(
+    tracking_uri: str,
+    *,
+    run_id: str | None = None,
+    study: str | None = None,
+    trial_id: str | None = None,
+) -> dict[str, str]:
+    """The logged model of one trial run (by run id, or by study + trial id):
+    ``{"run_id", "model_uri", "encoder", "head", "trial_id"}``; ConfigError when absent."""
+    from model.errors import ConfigError
+
+    client = _client(tracking_uri)
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - RESOURCE_DOES_NOT_EXIST and friends
+            raise ConfigError(f"--run {run_id}: no such run in {tracking_uri}.") from None
+    else:
+        experiment = client.get_experiment_by_name(study or "")
+        found = (
+            _all_runs(client, experiment.experiment_id, f"tags.`qsweep.trial_id` = '{trial_id}'")
+            if experiment is not None
+            else []
+        )
+        found = [r for r in found if r.info.status != "RUNNING"]
+        if not found:
+            raise ConfigError(
+                f"--trial {study}/{trial_id}: no finished trial run {trial_id!r} in experiment "
+                f"{study!r} of {tracking_uri}; the study's trial ids are in its trials.parquet."
+            )
+        run = max(found, key=lambda r: r.info.start_time)
+    tags = run.data.tags
+    name = tags.get("qsweep.trial_id") or run.info.run_name
+    if "qsweep.model_uri" not in tags:
+        why = tags.get("qsweep.model_error") or f"status {tags.get('qsweep.status', '?')}"
+        raise ConfigError(f"trial run {run.info.run_id} ({name}) has no logged model ({why}).")
+    return {
+        "run_id": run.info.run_id,
+        "model_uri": tags["qsweep.model_uri"],
+        "encoder": tags.get("qsweep.encoder", ""),
+        "head": run.data.params.get("head", ""),
+        "trial_id": name,
+    }
+
+
+def load_model(tracking_uri: str, model_uri: str, head: str):
+    """The logged model: an nn.Module (logits) or a fitted sklearn Pipeline (predict_proba)."""
+    import mlflow
+
+    from model.heads import registry
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if registry.is_sklearn(head):
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(model_uri)
+    import mlflow.pytorch
+
+    return mlflow.pytorch.load_model(model_uri, map_location="cpu").eval()

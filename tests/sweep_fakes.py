@@ -7,7 +7,8 @@ config so tests can compute the expected table independently:
 - val accuracy at epoch e: ``expected_val(cfg) * e / epochs``; test accuracy = val - 0.01;
 - ``weight_decay == 0.5``: raises every attempt; ``weight_decay == 0.25``: raises on the
   first attempt of a process only;
-- ``QSWEEP_FAKE_EPOCH_S`` seconds of sleep per epoch (default 0.01).
+- ``QSWEEP_FAKE_EPOCH_S`` seconds of sleep per epoch (default 0.01);
+- ``QSWEEP_FAKE_STATE=1``: the result carries the untrained head's state (a real model to log).
 """
 
 from __future__ import annotations
@@ -71,4 +72,11 @@ def fake_fit(config: TrialConfig, data: EmbeddedSplits, on_epoch=None) -> TrialR
         history=history,
         energy={"qpu_energy_j": 1.5 * config.qubits, "gpu_energy_j": 2.0},
         config=config.to_dict(),
+        state=_initial_state(config, data) if os.environ.get("QSWEEP_FAKE_STATE") else None,
     )
+
+
+def _initial_state(config: TrialConfig, data: EmbeddedSplits) -> dict:
+    from model.heads.factory import build_head
+
+    return build_head(config.replace(device="cpu"), data.dim).state_dict()

@@ -142,6 +142,12 @@ def test_logged_sklearn_model_is_the_fitted_pipeline(study):
     assert model.predict_proba(data.x_test).shape == (16, 2)
 
 
+def test_models_are_versions_of_the_study_model(study):
+    versions = study["client"].search_model_versions("name = 'tiny'")
+    assert sorted(v.tags["qsweep.trial_id"] for v in versions) == ["lr", "q"]
+    assert {v.run_id for v in versions} == {study["runs"][n].info.run_id for n in ("q", "lr")}
+
+
 def test_resumed_study_reuses_its_run(study):
     logger = TrialLogger(study["uri"], "tiny")
     assert logger.open_study(SPEC, planned=3) == study["parent"]

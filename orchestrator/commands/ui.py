@@ -1,6 +1,9 @@
 """``qsweep ui [RESULTS_DIR]``: browse a study's MLflow store (``mlflow ui``).
 
-qsweep ui results/quickstart --port 5000     # then open http://127.0.0.1:5000
+qsweep ui results/quickstart --port 5000     # prints http://127.0.0.1:5000/#/experiments/<id>/runs
+
+The study's experiment holds one parent run named after the study; expand it to see
+the trial runs (each with its model, circuit and dataset).
 """
 
 from __future__ import annotations
@@ -63,6 +66,16 @@ def ui_command(store: Path, host: str, port: int) -> list[str]:
     ]
 
 
+def experiment_url(store: Path, root: str) -> str | None:
+    """``ROOT/#/experiments/ID/runs`` (the study's runs) for the study whose store is
+    ``store``; None if it has none."""
+    from orchestrator.results import study_name
+    from orchestrator.tracking import default_tracking_uri, experiment_id
+
+    found = experiment_id(default_tracking_uri(store.parent), study_name(store.parent))
+    return f"{root}/#/experiments/{found}/runs" if found else None
+
+
 def run(args: argparse.Namespace) -> int:
     from model.errors import ConfigError
 
@@ -70,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port {args.port} is not a TCP port; allowed: 1..65535.")
     store = _find_store(Path(args.results_dir))
     cmd = ui_command(store, args.host, args.port)
-    print(
-        f"qsweep ui: MLflow UI for {store} at http://{args.host}:{args.port} (Ctrl+C to stop)",
-        file=sys.stderr,
-    )
+    root = f"http://{args.host}:{args.port}"
+    print(f"qsweep ui: MLflow UI for {store} at {root} (Ctrl+C to stop)", file=sys.stderr)
+    url = experiment_url(store, root)
+    if url:
+        print(f"qsweep ui: study {url}", file=sys.stderr, flush=True)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     try:
         return subprocess.call(cmd, env=env)
