@@ -55,9 +55,9 @@ def postgres():
         bool(initdb and server), "PostgreSQL is not installed (apt-get install postgresql)"
     )
     try:
-        import psycopg2  # noqa: F401  (mlflow's PostgreSQL driver)
+        import psycopg  # noqa: F401  (the PostgreSQL driver SQLAlchemy uses for postgresql://)
     except ImportError:
-        require_or_skip(False, "psycopg2 is not installed (pip install -e '.[dev]')")
+        require_or_skip(False, "psycopg is not installed (pip install -e '.[dev]')")
     # Not under pytest's tmp_path: the postgres user must be able to reach the directory.
     data = Path(tempfile.mkdtemp(prefix="qsweep-pg-"))
     if os.geteuid() == 0:
