@@ -15,9 +15,12 @@ in trials.parquet, so the runs table shows the same numbers) and ``qsweep.*`` ta
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -262,8 +265,10 @@ class TrialLogger:
             try:
                 self.log_model(run_id, row, state)
             except Exception as err:  # noqa: BLE001 - the trial's numbers are logged; say why the model is not
-                self.client.set_tag(
-                    run_id, "qsweep.model_error", f"{type(err).__name__}: {err}"[:_TAG_MAX]
+                why = f"{type(err).__name__}: {err}"
+                self.client.set_tag(run_id, "qsweep.model_error", why[:_TAG_MAX])
+                print(
+                    f"qsweep: trial {trial_id}: model not logged to MLflow: {why}", file=sys.stderr
                 )
         self.client.set_terminated(run_id, status=_STATUS.get(row["status"], "FINISHED"))
 
@@ -316,7 +321,8 @@ class TrialLogger:
         mlflow.set_tracking_uri(self.uri)
         # Pickle is chosen on purpose (a few kB, any batch size); not a warning per trial.
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-        with mlflow.start_run(run_id=run_id):
+        # mlflow prints "Created version ..." to stderr for every registration: not per trial.
+        with mlflow.start_run(run_id=run_id), contextlib.redirect_stderr(io.StringIO()):
             if registry.is_sklearn(config.head):
                 import mlflow.sklearn
 
