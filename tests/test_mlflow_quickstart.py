@@ -11,18 +11,16 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import require_or_skip
+from tests.services import free_port, stop_group, wait_healthy
 from tests.test_sweep_cli import QSWEEP, ROOT
-from tests.test_tracking_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -115,27 +113,12 @@ def ui(quickstart, tmp_path):
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"qsweep ui exited: {log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"qsweep ui not healthy after 180 s: {log.read_text()[-3000:]}")
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout_s=180, log=log)
         match = re.search(r"study (http://\S+/#/experiments/(\d+)/runs)", log.read_text())
         assert match, log.read_text()[-2000:]
         yield match.group(1), match.group(2)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, timeout_s=30)
 
 
 def visible_text(dom: str) -> str:

@@ -16,15 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import require_or_skip
+from tests.services import free_port, stop_group, wait_healthy
 from tests.test_sweep_cli import QSWEEP, ROOT, env, write_space
-from tests.test_tracking_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -114,23 +113,9 @@ def pg_mlflow_server(postgres, tmp_path_factory):
         start_new_session=True,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited: {(work / 'server.log').read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, "mlflow server on PostgreSQL", timeout_s=180)
+    wait_healthy(uri, proc, timeout_s=180, log=work / "server.log")
     yield uri, shared
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_group(proc, timeout_s=30)
 
 
 def test_two_studies_log_concurrently_through_postgres(pg_mlflow_server, tmp_path):
