@@ -129,8 +129,22 @@ def test_packed_study_rows_runs_resume_and_a_member_failing_alone(ray_session, t
     client = MlflowClient(tracking_uri=outcome.tracking_uri)
     exp = client.get_experiment_by_name("packed")
     runs = client.search_runs([exp.experiment_id], max_results=100)
+    runs = [r for r in runs if r.data.tags.get("qsweep.kind") != "study"]  # the trials
     assert sorted(r.info.run_name for r in runs) == sorted(df.index)
     assert {r.data.tags["qsweep.pack_id"] for r in runs} == set(df.pack_id)
+    import mlflow.pytorch
+    import torch
+
+    data = _data()
+    for run in runs:  # each member's logged model is its own trained head, sliced from the pack
+        r = df.loc[run.info.run_name]
+        if r.status != "completed":
+            assert "qsweep.model_uri" not in run.data.tags
+            continue
+        head = mlflow.pytorch.load_model(run.data.tags["qsweep.model_uri"])
+        with torch.no_grad():
+            predicted = head(torch.from_numpy(data.x_test)).argmax(1).numpy()
+        assert (predicted == data.y_test).mean() == pytest.approx(r.test_accuracy, abs=1e-12)
 
     # resume reruns only the members without a row, packed together
     table = ResultsTable(study / "trials.parquet", study="packed")

@@ -166,3 +166,19 @@ def test_trial_result_state_stays_out_of_plain_data():
     }
     assert "state" not in result.to_dict() and "state" not in result.summary()
     assert all(t.device.type == "cpu" for t in result.state.values())
+
+
+def test_a_packed_quantum_member_restores_as_its_own_head():
+    from model.training import fit_packed
+
+    data = tiny_data(16, 4)
+    configs = [
+        TrialConfig(head="quantum", qubits=2, epochs=3, batch_size=4, learning_rate=lr, seed=s)
+        for lr, s in ((0.05, 0), (0.01, 1))
+    ]
+    for config, result in zip(configs, fit_packed(configs, data), strict=True):
+        head = restore_head(config, 4, result.state)  # (B, d) -> (B, 2), one member
+        with torch.no_grad():
+            predicted = head(torch.from_numpy(data.x_test)).argmax(1).numpy()
+        assert (predicted == data.y_test).mean() == pytest.approx(result.test_accuracy)
+        assert sum(v.numel() for v in result.state.values()) == result.n_params
