@@ -1,16 +1,24 @@
 """MLflow logging for studies: the ONLY module that imports mlflow.
 
-One experiment per study (name = study name), one run per trial (run name = trial id)
-with the trial's config as params, per-epoch curves under ``epoch/<name>`` (step =
+One experiment per study (name = study name, description = the study's). One study run
+(the parent; run name = study name, tag ``qsweep.kind=study``) holds the spec, the
+running counts, the best trial and the report; one child run per trial (run name = trial
+id) holds the trial's config as params, per-epoch curves under ``epoch/<name>`` (step =
 epoch), final metrics under their plain names (``val_accuracy`` is the best epoch's, as
-in trials.parquet, so the runs table shows the same numbers) and ``qsweep.*`` tags. Everything is logged from the driver with an ``MlflowClient``.
+in trials.parquet), a description, ``qsweep.*`` tags, the embeddings as dataset input and
+the trained model. Everything is logged from the driver with an ``MlflowClient`` (models
+with the fluent API on the resumed trial run).
 
     uri = default_tracking_uri(Path("results/quickstart"))   # sqlite:///.../mlflow.db
     check_tracking_uri(uri)                                 # ServiceError when unreachable
     logger = TrialLogger(uri, "quickstart")
-    logger.start("p000_s0", point_id="p000", seed=0, params=config_dict)
+    logger.open_study(spec.study_dict(), spec_file=spec.source, planned=4)  # parent run
+    logger.log_dataset(embedded, spec.data.to_dict())       # dataset input, model example
+    logger.start("p000_s0", point_id="p000", seed=0, params=config_dict, tags={...})
     logger.log_epoch("p000_s0", {"val_accuracy": 0.7}, step=1)
-    logger.finish("p000_s0", row)                           # a trials.parquet row
+    logger.finish("p000_s0", row, state=result.state)       # a trials.parquet row + model
+    logger.update_study(rows, planned=4, metric="val_accuracy", mode="max")
+    logger.close_study(interrupted=False)
 """
 
 from __future__ import annotations
