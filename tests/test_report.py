@@ -338,8 +338,11 @@ def test_report_from_mlflow_runs_matches_the_parquet_report(tmp_path, capsys):
     assert run_id, printed
     from mlflow.tracking import MlflowClient
 
-    logged = {a.path for a in MlflowClient(uri).list_artifacts(run_id.group(1))}
-    assert {"report.html", "report.md", "main_effects.csv", "anova.csv"} <= logged
+    client = MlflowClient(uri)  # the report goes to the study's run, under report/
+    assert client.get_run(run_id.group(1)).data.tags["qsweep.kind"] == "study"
+    logged = {a.path for a in client.list_artifacts(run_id.group(1), "report")}
+    expected = {"report.html", "report.md", "main_effects.csv", "anova.csv"}
+    assert {f"report/{name}" for name in expected} <= logged
 
     reference = tmp_path / "ref"
     reference.mkdir()

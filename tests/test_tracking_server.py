@@ -77,4 +77,7 @@ def test_study_runs_arrive_over_http(mlflow_server, tmp_path):
     run_id = log_study_artifacts(mlflow_server, "over_http", [note])
     from mlflow.tracking import MlflowClient
 
-    assert [a.path for a in MlflowClient(mlflow_server).list_artifacts(run_id)] == ["summary.csv"]
+    client = MlflowClient(mlflow_server)  # the study's run: its spec and now the file
+    assert client.get_run(run_id).data.tags["qsweep.kind"] == "study"
+    assert [a.path for a in client.list_artifacts(run_id)] == ["spec", "summary.csv"]
+    assert [a.path for a in client.list_artifacts(run_id, "spec")] == ["spec/http.yaml"]
