@@ -3,7 +3,8 @@
 
 Trials whose configs differ only in ``model.training.PACKABLE_KEYS`` (seed, learning
 rate, LR decay, weight decay) are grouped in plan order and cut into packs of at most
-``pack_size`` members. Each member keeps its own trial id, row and MLflow run; the pack
+``pack_size`` members. Trials with different data settings (``PlannedTrial.data``: a
+``data.*`` factor) never share a pack. Each member keeps its own trial id, row and MLflow run; the pack
 id only tags them. Pure Python: no Ray, testable on its own.
 
     packs = plan_packs(spec.planned_trials(), resolve_pack_size(spec), gpu=False)
@@ -81,10 +82,11 @@ def size_for(config, pack_size: int | str, *, gpu: bool) -> int:
 
 
 def plan_packs(trials: Sequence[Any], pack_size: int | str, *, gpu: bool = False) -> list[Pack]:
-    """Group ``trials`` (PlannedTrial, in order) into packs of equal pack key, <= pack_size."""
+    """Group ``trials`` (PlannedTrial, in order) into packs of equal data setting and pack
+    key, <= pack_size."""
     groups: dict[tuple, list[Any]] = {}
     for trial in trials:
-        groups.setdefault(pack_key(trial.config), []).append(trial)
+        groups.setdefault((getattr(trial, "data", None), pack_key(trial.config)), []).append(trial)
     packs = []
     for members in groups.values():
         size = max(1, size_for(members[0].config, pack_size, gpu=gpu))

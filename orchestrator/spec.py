@@ -6,7 +6,9 @@
         print(planned.trial_id, planned.config.qubits)
 
 Every error names the YAML key path, the value and what is allowed; a broken YAML file
-gives the file, line and parser message. Factor names are ``TrialConfig`` field names.
+gives the file, line and parser message. Factor names are ``TrialConfig`` field names
+or data keys under a ``data.`` prefix (:data:`DATA_FACTORS`): a point then also picks
+the encoder, the split seed or the number of sentences per class of its trials.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ __all__ = [
     "SEARCH_KINDS",
     "METRICS",
     "TRIAL_FIELDS",
+    "DATA_FACTORS",
+    "data_key",
+    "split_point",
 ]
 
 SAMPLERS = ("tpe", "random", "cmaes")
@@ -58,6 +63,9 @@ TOP_LEVEL = (
     "pack_size",
 )
 TRIAL_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
+# Data settings that may be factors (listed levels only: each level is embedded up front).
+DATA_PREFIX = "data."
+DATA_FACTORS = ("data.encoder", "data.split_seed", "data.n_per_class")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -91,6 +99,21 @@ class PlannedTrial:
     point_id: str  # p003
     seed: int
     config: TrialConfig  # fixed + point + seed, validated
+    data: DataConfig = DataConfig()  # the study's data with the point's data factors
+
+
+def split_point(point: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(TrialConfig values, DataConfig values)`` of a point; data keys lose ``data.``."""
+    trial = {k: v for k, v in point.items() if not k.startswith(DATA_PREFIX)}
+    data = {k[len(DATA_PREFIX) :]: v for k, v in point.items() if k.startswith(DATA_PREFIX)}
+    return trial, data
+
+
+def data_key(data: DataConfig) -> str:
+    """A data setting as a short string: the key of its embedded splits and of its packs."""
+    return (
+        f"{data.source}|{data.encoder}|split_seed={data.split_seed}|n_per_class={data.n_per_class}"
+    )
 
 
 @dataclass(frozen=True)
@@ -110,6 +133,8 @@ class StudySpec:
     retries: int = 1
     pack_size: int | str = "auto"  # trials per packed model (one Ray trial): auto | 1 (off) | N
     source: str = ""  # file the spec came from
+    # encoder name (a data.encoder level) -> local directory to load it from (--encoder-path)
+    encoder_paths: dict[str, str] = field(default_factory=dict)
 
     # ---------------------------------------------------------------------------------
     def replace(self, **changes: Any) -> StudySpec:
@@ -133,15 +158,36 @@ class StudySpec:
             )
         return []
 
+    @property
+    def data_factors(self) -> list[str]:
+        """The factors that are data settings (``data.encoder``, ...)."""
+        return [name for name in self.factors if name.startswith(DATA_PREFIX)]
+
+    def data_for(self, point: dict[str, Any]) -> DataConfig:
+        """The study's data with the point's data factors (``data.*`` keys) applied."""
+        _, values = split_point(point)
+        return self.data.replace(**values) if values else self.data
+
+    def data_settings(self) -> list[DataConfig]:
+        """Every distinct data setting of the study, in plan order (optuna: all level combinations)."""
+        if self.is_optuna:
+            levels = {name: self.factors[name] for name in self.data_factors}
+            points = full_factorial(levels)
+        else:
+            points = self.points()
+        return list(dict.fromkeys(self.data_for(p) for p in points))
+
     def planned_trials(self) -> list[PlannedTrial]:
         """Every point x seed with a stable id; the order is the run order."""
         out = []
         for index, point in enumerate(self.points()):
             point_id = f"p{index:03d}"
+            trial_values, _ = split_point(point)
+            data = self.data_for(point)
             for seed in self.seeds:
-                values = {**self.fixed, **point, "seed": seed}
+                values = {**self.fixed, **trial_values, "seed": seed}
                 cfg = TrialConfig.from_dict(values, where=f"factors (point {point_id})")
-                out.append(PlannedTrial(f"{point_id}_s{seed}", point_id, seed, cfg))
+                out.append(PlannedTrial(f"{point_id}_s{seed}", point_id, seed, cfg, data))
         return out
 
     def n_trials(self) -> int:
@@ -150,7 +196,8 @@ class StudySpec:
         return len(self.points()) * len(self.seeds)
 
     def trial_config(self, point: dict[str, Any], seed: int) -> TrialConfig:
-        return TrialConfig.from_dict({**self.fixed, **point, "seed": seed}, where="factors")
+        trial_values, _ = split_point(point)
+        return TrialConfig.from_dict({**self.fixed, **trial_values, "seed": seed}, where="factors")
 
     def study_dict(self) -> dict[str, Any]:
         """The spec part of study.json (plain JSON types)."""
@@ -211,7 +258,9 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
     TrialConfig.from_dict(fixed, where=fixed_key)  # validates names and types
 
     search = _search(mapping_at(doc, "search") or {"kind": "grid"})
-    factors = _factors(mapping_at(doc, "factors"), search.kind, fixed_key, set(fixed))
+    factors = _factors(
+        mapping_at(doc, "factors"), search.kind, fixed_key, set(fixed), set(data_values)
+    )
 
     seeds_raw = doc.get("seeds", [0])
     if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
@@ -312,14 +361,44 @@ def _search(values: dict[str, Any]) -> SearchSpec:
     return SearchSpec(kind=kind)
 
 
-def _factors(values: dict[str, Any], kind: str, fixed_key: str, fixed: set[str]) -> dict[str, Any]:
+def _data_factor(name: str, spec: Any, data_keys: set[str]) -> list[Any]:
+    """Validated levels of a ``data.*`` factor (listed levels only)."""
+    key = f"factors.{name}"
+    if name not in DATA_FACTORS:
+        raise ConfigError(
+            f"unknown data factor {key}; allowed data factors: {', '.join(DATA_FACTORS)}."
+        )
+    field_name = name[len(DATA_PREFIX) :]
+    if field_name in data_keys:
+        raise ConfigError(f"{name} is both in data and in factors; keep it in one place.")
+    if not isinstance(spec, list) or not spec:
+        raise ConfigError(
+            f"{key} = {spec!r} is not allowed; a data factor needs a list of levels "
+            "(each level is embedded before the study starts), e.g. [0, 1, 2]."
+        )
+    levels = [
+        DataConfig.from_dict({field_name: v}, where="factors.data").to_dict()[field_name]
+        for v in spec
+    ]
+    if len(set(map(repr, levels))) != len(levels):
+        raise ConfigError(f"{key} = {spec!r} repeats a level; list each level once.")
+    return levels
+
+
+def _factors(
+    values: dict[str, Any], kind: str, fixed_key: str, fixed: set[str], data_keys: set[str]
+) -> dict[str, Any]:
     defaults = TrialConfig()
     out: dict[str, Any] = {}
     for name, spec in values.items():
         key = f"factors.{name}"
+        if name.startswith(DATA_PREFIX):
+            out[name] = _data_factor(name, spec, data_keys)
+            continue
         if name not in TRIAL_FIELDS:
             raise ConfigError(
-                f"unknown factor {key}; allowed factors (TrialConfig fields): {', '.join(TRIAL_FIELDS)}."
+                f"unknown factor {key}; allowed factors: the TrialConfig fields "
+                f"({', '.join(TRIAL_FIELDS)}) and the data factors ({', '.join(DATA_FACTORS)})."
             )
         if name in fixed:
             raise ConfigError(
