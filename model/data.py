@@ -284,7 +284,12 @@ def _load_hub(name: str) -> dict[str, Split]:
 # --- protocols -----------------------------------------------------------------------------
 def make_splits(cfg: DataConfig) -> TextSplits:
     """Load ``cfg.source`` and apply ``cfg.protocol`` (deterministic for a given ``split_seed``)."""
-    data = load_labelled(cfg.source)
+    return apply_protocol(load_labelled(cfg.source), cfg)
+
+
+def apply_protocol(data: dict[str, Split], cfg: DataConfig) -> TextSplits:
+    """``cfg.protocol`` on rows already loaded by :func:`load_labelled` (several split
+    seeds or sizes of one source load it once)."""
     if cfg.protocol == "paper":
         return split_paper(data, cfg)
     return split_given(data, cfg)

@@ -27,7 +27,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ __all__ = [
     "embed_texts",
     "embed_splits",
     "load_and_embed",
+    "embed_settings",
     "text_key",
     "MAX_PARTS",
 ]
@@ -362,6 +363,11 @@ def embed_splits(
     """Embed train, validation and test of ``splits`` in one pass (one model load at most)."""
     texts = [*splits.train_text, *splits.val_text, *splits.test_text]
     x = embed_texts(texts, encoder, cache_dir=cache_dir, progress=progress)
+    return _with_vectors(splits, x, resolve_encoder(encoder))
+
+
+def _with_vectors(splits: TextSplits, x: np.ndarray, encoder_id: str) -> EmbeddedSplits:
+    """``x`` holds the rows of train, validation and test, in that order."""
     n_train, n_val = len(splits.train_text), len(splits.val_text)
     return EmbeddedSplits(
         x_train=x[:n_train],
@@ -370,7 +376,7 @@ def embed_splits(
         y_val=np.asarray(splits.val_y, dtype=np.int64),
         x_test=x[n_train + n_val :],
         y_test=np.asarray(splits.test_y, dtype=np.int64),
-        encoder=resolve_encoder(encoder),
+        encoder=encoder_id,
         source=splits.source,
         texts=splits,
     )
@@ -383,3 +389,41 @@ def load_and_embed(cfg: DataConfig, *, progress: bool = True) -> EmbeddedSplits:
     return embed_splits(
         make_splits(cfg), cfg.encoder, cache_dir=cfg.cache_dir or None, progress=progress
     )
+
+
+def embed_settings(
+    cfgs: Sequence[DataConfig],
+    *,
+    encoder_paths: dict[str, str] | None = None,
+    progress: bool = True,
+) -> Iterator[tuple[DataConfig, EmbeddedSplits]]:
+    """``(cfg, embedded splits)`` for every distinct data setting of a study.
+
+    Settings are grouped by (source, encoder, cache): each source is loaded once, each
+    group's splits are built once and the union of their texts is embedded in one call
+    (at most one model load per encoder, one progress bar). Results come group by group,
+    so a caller that hands each on (the object store) holds one encoder's vectors at a
+    time. ``encoder_paths`` maps an encoder name to the local directory it loads from.
+    """
+    from model.data import apply_protocol, load_labelled
+
+    paths = encoder_paths or {}
+    groups: dict[tuple[str, str, str], list[DataConfig]] = {}
+    for cfg in dict.fromkeys(cfgs):
+        groups.setdefault((cfg.source, cfg.encoder, cfg.cache_dir), []).append(cfg)
+    loaded: dict[str, Any] = {}
+    for (source, encoder, cache_dir), members in groups.items():
+        if source not in loaded:
+            loaded = {source: load_labelled(source)}  # keep one source's rows at a time
+        splits = [apply_protocol(loaded[source], cfg) for cfg in members]
+        texts = list(
+            dict.fromkeys(t for s in splits for t in (*s.train_text, *s.val_text, *s.test_text))
+        )  # (n_unique,)
+        where = paths.get(encoder, encoder)
+        matrix = embed_texts(texts, where, cache_dir=cache_dir or None, progress=progress)
+        row = {t: i for i, t in enumerate(texts)}
+        identity = resolve_encoder(where)
+        for cfg, s in zip(members, splits, strict=True):
+            order = [row[t] for t in (*s.train_text, *s.val_text, *s.test_text)]
+            yield cfg, _with_vectors(s, matrix[order], identity)
+        del matrix
