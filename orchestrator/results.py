@@ -5,8 +5,9 @@
         table = ResultsTable(study_dir / "trials.parquet", study="quickstart")
         table.add(row)          # rewrites the file atomically (temp file + rename)
 
-Rows have the columns of :data:`RESULT_COLUMNS` followed by every ``TrialConfig``
-field under its plain name. No Ray or MLflow here.
+Rows have the columns of :data:`RESULT_COLUMNS`, every ``TrialConfig`` field under its
+plain name, then the trial's data setting (:data:`DATA_COLUMNS`: encoder as named in the
+study, its resolved identity, split seed, sentences per class). No Ray or MLflow here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 __all__ = [
     "RESULT_COLUMNS",
     "CONFIG_COLUMNS",
+    "DATA_COLUMNS",
+    "data_columns",
+    "same_data",
     "FINAL_STATUSES",
     "ResultsTable",
     "StudyLock",
@@ -65,6 +69,14 @@ RESULT_COLUMNS = (
 CONFIG_COLUMNS = tuple(
     f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("seed", "device")
 )
+# The data setting of a trial, name -> type. data.encoder is the name as the study gives
+# it (a data.encoder level), data.encoder_id what it resolved to (hub name or absolute path).
+DATA_COLUMNS: dict[str, type] = {
+    "data.encoder": str,
+    "data.encoder_id": str,
+    "data.split_seed": int,
+    "data.n_per_class": int,
+}
 TABLE_FILE = "trials.parquet"
 STUDY_FILE = "study.json"
 LOCK_FILE = ".lock"
@@ -144,7 +156,7 @@ class ResultsTable:
         for row in self.rows.values():
             value = row.get(metric)
             if row["status"] != "failed" and value is not None and not math.isnan(value):
-                point = by_point.setdefault(row["point_id"], ({n: row[n] for n in factors}, []))
+                point = by_point.setdefault(row["point_id"], ({n: row.get(n) for n in factors}, []))
                 point[1].append(value)
         # a suggestion repeated over seeds is scored by its mean, as the driver reports it
         points = [p for p, _ in by_point.values()]
@@ -199,6 +211,26 @@ def trial_row(
     return row
 
 
+def data_columns(data, encoder_id: str = "") -> dict[str, Any]:
+    """The :data:`DATA_COLUMNS` of a trial trained on ``data`` (a ``DataConfig``)."""
+    return {
+        "data.encoder": data.encoder,
+        "data.encoder_id": encoder_id or None,
+        "data.split_seed": data.split_seed,
+        "data.n_per_class": data.n_per_class,
+    }
+
+
+def same_data(row: dict[str, Any], data) -> bool:
+    """False when a stored row was trained on another data setting than ``data``
+    (--resume reruns it); rows written before data columns existed match anything."""
+    expected = data_columns(data)
+    return all(
+        row.get(name) is None or row.get(name) == expected[name]
+        for name in ("data.encoder", "data.split_seed", "data.n_per_class")
+    )
+
+
 def normalise_row(row: dict[str, Any], *, study: str) -> dict[str, Any]:
     """Every column present, in order; unknown keys dropped."""
     out = {name: row.get(name) for name in _schema().names}
@@ -221,6 +253,7 @@ def _schema():
         for f in dataclasses.fields(TrialConfig):
             if f.name in CONFIG_COLUMNS:
                 fields.append(pa.field(f.name, arrow[type(f.default)]))
+        fields += [pa.field(name, arrow[kind]) for name, kind in DATA_COLUMNS.items()]
         _SCHEMA = pa.schema(fields)
     return _SCHEMA
 

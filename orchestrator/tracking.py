@@ -635,7 +635,7 @@ def load_trial_runs(tracking_uri: str, study: str):
     import pandas as pd
 
     from model.config import TrialConfig
-    from orchestrator.results import normalise_row
+    from orchestrator.results import DATA_COLUMNS, normalise_row
 
     client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(study)
@@ -664,6 +664,8 @@ def load_trial_runs(tracking_uri: str, study: str):
         for key, text in run.data.params.items():
             if key in defaults and key != "seed":
                 row[key] = _typed(text, defaults[key])
+            elif key in DATA_COLUMNS:  # the trial's data setting
+                row[key] = _typed(text, DATA_COLUMNS[key]())
         rows.append(normalise_row(row, study=study))
     return pd.DataFrame(rows, columns=list(normalise_row({}, study=study)))
 

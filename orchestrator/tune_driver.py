@@ -4,8 +4,10 @@
     from orchestrator.tune_driver import run_study
     outcome = run_study(load_spec("search_spaces/quickstart.yaml"), study_dir=Path("results/quickstart"))
 
-Embeddings are computed once on the driver and shared with every trial through the
-object store (``tune.with_parameters``). Each trial is a plain function wrapping
+Every distinct data setting of the study (``data.*`` factors: encoder, split seed,
+sentences per class) is embedded once on the driver (one model load per encoder) and
+put into the object store as one object; each trial gets the small map from data key
+to object reference and fetches only its own setting. Each trial is a plain function wrapping
 ``model.training.fit``; it reports every epoch (so ASHA can stop it) and a final
 summary. Test hooks: ``QSWEEP_FIT=module:function`` replaces ``fit`` and
 ``QSWEEP_TEST_DATA=module:function`` supplies the EmbeddedSplits. A driver-side ``Callback`` writes ``trials.parquet`` rows and MLflow runs as
@@ -38,22 +40,24 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune import Callback, RunConfig, Stopper, TuneConfig, Tuner  # noqa: E402
 
-from model.config import TrialConfig
-from model.errors import ServiceError
+from model.config import DataConfig, TrialConfig
+from model.errors import ConfigError, ServiceError
 from model.types import EPOCH_METRICS, EmbeddedSplits
 from orchestrator.packing import plan_packs, resolve_pack_size, size_for
 from orchestrator.progress import Progress
 from orchestrator.results import (
     ResultsTable,
     StudyLock,
+    data_columns,
     plain,
     prepare_study_dir,
     record_study,
+    same_data,
     trial_row,
     trials_path,
     utc_now,
 )
-from orchestrator.spec import StudySpec
+from orchestrator.spec import StudySpec, data_key, split_point
 from orchestrator.tracking import TrialLogger, check_tracking_uri, default_tracking_uri
 
 __all__ = ["run_study", "StudyOutcome", "DEFAULT_FIT", "INTERRUPTED_EXIT"]
@@ -89,8 +93,16 @@ def _member_configs(config: dict[str, Any], fixed: dict[str, Any], seeds) -> lis
     suggestion repeated over the study's seeds."""
     if "qsweep" in config:  # explicit grid / DOE pack
         return [dict(m["config"]) for m in config["qsweep"]["members"]]
-    values = {k: plain(v) for k, v in config.items()}
+    values, _ = split_point({k: plain(v) for k, v in config.items()})
     return [{**fixed, **values, "seed": seed} for seed in seeds]
+
+
+def _trial_data(config: dict[str, Any], data_base: DataConfig) -> DataConfig:
+    """The data setting of a Ray trial: its pack's, or an Optuna suggestion's ``data.*``."""
+    if "qsweep" in config:
+        return DataConfig.from_dict(config["qsweep"]["data"])
+    _, values = split_point({k: plain(v) for k, v in config.items()})
+    return data_base.replace(**values) if values else data_base
 
 
 def _fit_members(fit, configs, data, on_epoch, pack_size: int, retries: int) -> list[tuple]:
@@ -150,7 +162,8 @@ def _aggregate(values: list[float], mode: str) -> float:
 def _trainable(
     config: dict[str, Any],
     *,
-    data: EmbeddedSplits,
+    data_refs: dict[str, Any],
+    data_base: DataConfig,
     fit_ref: FitRef,
     retries: int,
     cpu: float,
@@ -178,6 +191,7 @@ def _trainable(
     fit = _resolve_fit(fit_ref)
     error, last_tb = "", ""
     members = _member_configs(config, fixed, seeds)
+    data: EmbeddedSplits = ray.get(data_refs[data_key(_trial_data(config, data_base))])
     for attempt in range(1, retries + 2):
         try:
             configs = [TrialConfig.from_dict(m, where="trial") for m in members]
@@ -199,6 +213,9 @@ def _trainable(
         except Exception as err:  # noqa: BLE001 - a failure of the whole pack: retry it
             error = f"{type(err).__name__}: {err}"
             last_tb = traceback.format_exc(limit=3)
+            if isinstance(err, ConfigError):  # the same settings fail the same way
+                retries = attempt - 1
+                break
             continue
         final: dict[str, Any] = {"qsweep_final": 1, "attempts": attempt}
         for m, (result, tries) in enumerate(results):
@@ -302,8 +319,10 @@ class _StudyCallback(Callback):
         interrupted: threading.Event,
         on_signal: Callable[[int, Any], None],
         next_index: int,
+        encoder_ids: dict[str, str],
     ) -> None:
         self.spec = spec
+        self.encoder_ids = encoder_ids  # data key -> resolved encoder identity
         self.table = table
         self.logger = logger
         self.progress = progress
@@ -332,6 +351,8 @@ class _StudyCallback(Callback):
         if members is not None:
             return members
         config = trial.config
+        data = _trial_data(config, self.spec.data)
+        columns = data_columns(data, self.encoder_ids.get(data_key(data), ""))
         if "qsweep" in config:
             meta = config["qsweep"]
             pack_id = meta["pack_id"]
@@ -346,7 +367,9 @@ class _StudyCallback(Callback):
             pack_id = point_id if len(planned) > 1 else planned[0][0]
         now, t0 = utc_now(), time.monotonic()
         members = [
-            _Live(tid, pid, seed, {**TrialConfig().to_dict(), **values}, now, t0, pack_id)
+            _Live(
+                tid, pid, seed, {**TrialConfig().to_dict(), **values, **columns}, now, t0, pack_id
+            )  # fmt: skip
             for tid, pid, seed, values in planned
         ]
         self.live[trial.trial_id] = members
@@ -553,15 +576,17 @@ def run_study(
         table = ResultsTable(trials_path(study_dir), study=spec.name)
         if not table.path.exists():
             table.write()
-        done = table.done_ids()
+        planned = {p.trial_id: p for p in spec.planned_trials()} if not spec.is_optuna else {}
+        # a row trained on another data setting (e.g. another --encoder) is rerun
+        done = {
+            t
+            for t in table.done_ids()
+            if t not in planned or same_data(table.rows[t], planned[t].data)
+        }
         if done:
             logger.reconcile([r for r in table.rows.values() if r["trial_id"] in done])
 
-        todo = (
-            [p for p in spec.planned_trials() if p.trial_id not in done]
-            if not spec.is_optuna
-            else []
-        )
+        todo = [p for p in planned.values() if p.trial_id not in done]
         if spec.is_optuna:  # suggestions still to make (each one trains every seed)
             suggested = {table.rows[t]["point_id"] for t in done if t in table.rows}
             remaining = max(0, spec.search.trials - len(suggested))
@@ -576,11 +601,9 @@ def run_study(
 
         if data is None and os.environ.get("QSWEEP_TEST_DATA"):  # test hook: "module:function"
             data = _resolve_fit(os.environ["QSWEEP_TEST_DATA"])()
-        if data is None:
-            from model.embeddings import load_and_embed
-
-            data = load_and_embed(spec.data, progress=True)
-        logger.log_dataset(data, spec.data.to_dict())
+        settings = (
+            spec.data_settings() if spec.is_optuna else list(dict.fromkeys(p.data for p in todo))
+        )
 
         progress = Progress(
             spec.name,
@@ -602,12 +625,13 @@ def run_study(
         for s in handlers:
             signal.signal(s, on_signal)
         try:
+            data_refs, encoder_ids = _put_data(spec, settings, data, logger)
             callback = _StudyCallback(
                 spec, table, logger, progress, interrupted, on_signal,
-                next_index=table.next_optuna_index(),
+                next_index=table.next_optuna_index(), encoder_ids=encoder_ids,
             )  # fmt: skip
             tuner = _tuner(spec, packs, remaining, concurrency, table, callback, interrupted,
-                           study_dir, data, fit_ref, size)  # fmt: skip
+                           study_dir, data_refs, fit_ref, size)  # fmt: skip
             tuner.fit()
             callback.abandon_all()
         finally:
@@ -627,21 +651,51 @@ def run_study(
         return outcome
 
 
+def _put_data(
+    spec: StudySpec, settings: list[DataConfig], data: EmbeddedSplits | None, logger=None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """One object-store object per data setting: ``({data key: ref}, {data key: encoder id})``.
+
+    Each distinct (source, encoder) is embedded once (``model.embeddings.embed_settings``);
+    the driver drops its copy of each setting once it is in the object store. ``data``
+    (tests, benchmarks) stands for every setting and is put once. Each setting is logged
+    as a dataset input of the study run (MLflow); trial runs get the last one logged.
+    """
+    refs: dict[str, Any] = {}
+    ids: dict[str, str] = {}
+    if data is not None:
+        ref = ray.put(data)
+        for cfg in settings:
+            refs[data_key(cfg)], ids[data_key(cfg)] = ref, data.encoder
+        if logger is not None:
+            logger.log_dataset(data, spec.data.to_dict())
+        return refs, ids
+    from model.embeddings import embed_settings
+
+    for cfg, embedded in embed_settings(settings, encoder_paths=spec.encoder_paths, progress=True):
+        refs[data_key(cfg)], ids[data_key(cfg)] = ray.put(embedded), embedded.encoder
+        if logger is not None:
+            logger.log_dataset(embedded, cfg.to_dict())
+        del embedded
+    return refs, ids
+
+
 def _dirname(trial) -> str:
     meta = trial.config.get("qsweep")
     return meta["pack_id"] if meta else f"trial_{trial.trial_id}"
 
 
 def _tuner(
-    spec, packs, remaining, concurrency, table, callback, interrupted, study_dir, data, fit_ref,
-    pack_size,
+    spec, packs, remaining, concurrency, table, callback, interrupted, study_dir, data_refs,
+    fit_ref, pack_size,
 ) -> Tuner:  # fmt: skip
     from ray.tune import FailureConfig
     from ray.tune.schedulers import ASHAScheduler
 
     trainable = tune.with_parameters(
         _trainable,
-        data=data,
+        data_refs=data_refs,
+        data_base=spec.data,
         fit_ref=fit_ref,
         retries=spec.retries,
         cpu=spec.resources["cpu"],
@@ -682,6 +736,7 @@ def _tuner(
         points = [
             {
                 "pack_id": pack.pack_id,
+                "data": pack.members[0].data.to_dict(),
                 "members": [
                     {"trial_id": m.trial_id, "point_id": m.point_id, "seed": m.seed,
                      "config": m.config.to_dict()}
