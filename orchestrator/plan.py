@@ -25,12 +25,15 @@ __all__ = ["plan_text", "seconds_per_epoch"]
 _CAL_STEP_S = 0.425
 _CAL_WORK = 16 * 6 * 2**14  # samples x layers x amplitudes
 _SST2_ROWS = 6920 + 872 + 1821
+_DEMO_ROWS = 500
+# Sentences per second on 2 CPU cores (NOTES.md): all-MiniLM-L6-v2 and all-mpnet-base-v2.
+_MINILM_RATE, _MPNET_RATE = 200.0, 30.0
 
 
 # ------------------------------------------------------------------------------------
-def _n_train(spec) -> tuple[int, int]:
-    """(train, val) sizes the protocol will give (SST-2 sizes when every row is used)."""
-    d = spec.data
+def _n_train(d) -> tuple[int, int]:
+    """(train, val) sizes the protocol will give a ``DataConfig`` (SST-2 sizes when every
+    row is used)."""
     if d.n_per_class > 0:
         drawn = 2 * d.n_per_class
     else:
@@ -102,6 +105,72 @@ def _pack_lines(spec, planned) -> list[str]:
     return lines
 
 
+def _encoder_facts(name: str, where: str) -> tuple[int | None, float]:
+    """(embedding width or None, sentences per second on 2 CPU cores) of an encoder."""
+    import json
+
+    config = Path(where).expanduser() / "config.json"
+    dim = None
+    if config.is_file():
+        try:
+            dim = int(json.loads(config.read_text()).get("hidden_size") or 0) or None
+        except (ValueError, OSError, AttributeError):
+            dim = None
+    label = f"{name} {where}".lower()
+    if "minilm" in label:
+        return dim or 384, _MINILM_RATE
+    if "mpnet" in label:
+        return dim or 768, _MPNET_RATE
+    return dim, _MPNET_RATE
+
+
+def _data_lines(spec, planned) -> tuple[list[str], float]:
+    """The embedding work before the study (one model load per encoder), the trials of
+    each data setting, trials whose qubits cannot amplitude-encode the width; and the
+    modelled embedding seconds when nothing is cached."""
+    from orchestrator.progress import format_duration
+
+    settings = spec.data_settings()
+    encoders = list(dict.fromkeys(d.encoder for d in settings))
+    rows = _DEMO_ROWS if spec.data.source == "demo" else _SST2_ROWS
+    out = [
+        f"embedding (driver, before the first trial): {len(encoders)} encoder load(s), one per "
+        f"encoder, each embeds the ~{rows} sentences of source {spec.data.source} once for its "
+        f"{len(settings) // len(encoders)} data setting(s); cached texts are not embedded again"
+    ]
+    dims: dict[str, int | None] = {}
+    seconds = 0.0
+    for name in encoders:
+        where = spec.encoder_paths.get(name, name)
+        dim, rate = _encoder_facts(name, where)
+        dims[name] = dim
+        seconds += rows / rate
+        shown = f"{name} (from {where})" if where != name else name
+        out.append(
+            f"  {shown}: {f'{dim}-d' if dim else 'width unknown until loaded'}, "
+            f"~{format_duration(rows / rate)} on 2 CPU cores when nothing is cached"
+        )
+    if len(settings) > 1 and planned:
+        out.append(f"data settings: {len(settings)} (one object-store object each)")
+        for d in settings:
+            n = sum(p.data == d for p in planned)
+            out.append(
+                f"  {d.encoder} | split_seed={d.split_seed} | n_per_class={d.n_per_class}: {n} trials"
+            )
+    unfit: dict[tuple, int] = {}  # (encoder, width, qubits, encoders) -> trials
+    for p in planned:
+        dim, cfg = dims.get(p.data.encoder), p.config
+        if dim and cfg.head == "quantum" and -(-dim // cfg.encoders) > 2**cfg.qubits:
+            key = (p.data.encoder, dim, cfg.qubits, cfg.encoders)
+            unfit[key] = unfit.get(key, 0) + 1
+    for (name, dim, qubits, n_enc), n in unfit.items():
+        out.append(
+            f"warning: {n} trials with qubits={qubits}, encoders={n_enc} cannot amplitude-encode "
+            f"the {dim}-d vectors of {name}; they will be failed rows"
+        )
+    return out, seconds
+
+
 def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
     """The --dry-run plan: trials, factors/points, resources and a cost estimate."""
     from orchestrator.progress import format_duration
@@ -110,9 +179,14 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
     if spec.source:
         out.append(f"file: {spec.source}")
     d = spec.data
+    shown = {
+        name: ("(factor)" if f"data.{name}" in spec.factors else getattr(d, name))
+        for name in ("encoder", "n_per_class", "split_seed")
+    }
     out.append(
-        f"data: source={d.source} encoder={d.encoder} protocol={d.protocol} n_per_class={d.n_per_class} "
-        f"val_fraction={d.val_fraction} split_seed={d.split_seed} max_test={d.max_test}"
+        f"data: source={d.source} encoder={shown['encoder']} protocol={d.protocol} "
+        f"n_per_class={shown['n_per_class']} val_fraction={d.val_fraction} "
+        f"split_seed={shown['split_seed']} max_test={d.max_test}"
     )
     if spec.fixed:
         out.append("fixed: " + ", ".join(f"{k}={_fmt_level(v)}" for k, v in spec.fixed.items()))
@@ -130,7 +204,8 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
                 f"  {name:<16} range {_fmt_level(levels['low'])} .. {_fmt_level(levels['high'])} ({scale})"
             )
     seeds = ", ".join(map(str, spec.seeds))
-    n_train, n_val = _n_train(spec)
+    n_train, n_val = _n_train(spec.data)
+    sizes: list[tuple[int, int]] = []  # (train, val) sentences of each trial in configs
     if spec.is_optuna:
         out.append(
             f"trials: {spec.search.trials} optuna suggestions x {len(spec.seeds)} seed ({seeds}) = {spec.n_trials()}"
@@ -165,6 +240,9 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
             if len(points) > 60:
                 out.append(f"  ... {len(points) - 60} more")
         configs = [p.config for p in planned]
+        sizes = [_n_train(p.data) for p in planned]
+    data_lines, embed_s = _data_lines(spec, planned if not spec.is_optuna else [])
+    out += data_lines
     res = spec.resources
     out.append(
         f"resources per trial: cpu={res['cpu']:g} gpu={res['gpu']:g}; max concurrent trials: {concurrency}"
@@ -185,18 +263,24 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
     else:
         total = (
             sum(
-                (1 if is_epochless(c.head) else c.epochs) * seconds_per_epoch(c, n_train, n_val)
-                for c in configs
+                (1 if is_epochless(c.head) else c.epochs) * seconds_per_epoch(c, *size)
+                for c, size in zip(configs, sizes or [(n_train, n_val)] * len(configs), strict=True)
             )
             / concurrency
         )
         how = (
-            f"modelled: statevector cost scaled from a measured 14-qubit CPU step (2 threads), {n_train} train + "
-            f"{n_val} val sentences per epoch; noise/shots/GPU not modelled, embedding time not included"
+            "modelled: statevector cost scaled from a measured 14-qubit CPU step (2 threads), "
+            + (
+                f"{n_train} train + {n_val} val sentences per epoch"
+                if len(set(sizes)) <= 1
+                else "train + val sentences per epoch of each trial's data setting"
+            )
+            + "; noise/shots/GPU not modelled"
         )
     out.append(
         f"cost estimate: {len(configs)} trials, {epochs} epochs in all, / {concurrency} concurrent "
-        f"~ {format_duration(total)} wall time ({how})"
+        f"~ {format_duration(total)} wall time ({how}); before it, embedding up to "
+        f"~{format_duration(embed_s)} (nothing cached yet)"
     )
     out.append(f"results: {study_dir}/ (trials.parquet, study.json, mlflow.db)")
     return "\n".join(out)

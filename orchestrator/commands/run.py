@@ -37,6 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="override data.encoder: minilm, a hub name or a local sentence-transformers directory",
     )
     p.add_argument(
+        "--encoder-path",
+        metavar="NAME=DIR",
+        action="append",
+        default=[],
+        help="load encoder NAME (a data.encoder level or the data.encoder setting) from the "
+        "local sentence-transformers directory DIR; rows keep NAME (repeatable)",
+    )
+    p.add_argument(
         "--results", metavar="DIR", help="study directory (default: results/<study name>)"
     )
     p.add_argument(
@@ -82,9 +90,17 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         changes["source"] = args.data
     if args.encoder:
+        if "data.encoder" in spec.factors:
+            raise ConfigError(
+                f"--encoder {args.encoder} cannot override data.encoder: it is a factor of "
+                f"{args.space} (levels {spec.factors['data.encoder']}); load a level from a "
+                "local directory with --encoder-path NAME=DIR instead."
+            )
         changes["encoder"] = args.encoder
     if changes:
         spec = spec.replace(data=spec.data.replace(**changes))
+    if args.encoder_path:
+        spec = spec.replace(encoder_paths=_encoder_paths(args.encoder_path, spec))
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise ConfigError(
             f"--max-concurrent {args.max_concurrent} is not allowed; give an integer >= 1."
@@ -126,3 +142,25 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _encoder_paths(items: list[str], spec) -> dict[str, str]:
+    """``--encoder-path NAME=DIR`` options as ``{NAME: DIR}``; NAME must be an encoder of the study."""
+    from model.errors import ConfigError
+
+    names = list(dict.fromkeys([*spec.factors.get("data.encoder", []), spec.data.encoder]))
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, directory = item.partition("=")
+        if not sep or not name or not directory:
+            raise ConfigError(
+                f"--encoder-path {item!r} is not NAME=DIR, e.g. "
+                "--encoder-path sentence-transformers/all-mpnet-base-v2=/models/mpnet."
+            )
+        if name not in names:
+            raise ConfigError(
+                f"--encoder-path {item!r}: {name!r} is not an encoder of this study; "
+                f"allowed: {', '.join(names)}."
+            )
+        out[name] = directory
+    return out
