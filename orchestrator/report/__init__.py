@@ -75,6 +75,12 @@ def _design_section(study: StudyData) -> Section:
                 f"{n_stopped} trials were stopped early by the scheduler; like failed trials they "
                 "are left out of every estimate below (their metrics come from fewer epochs)."
             )
+    if "data.split_seed" in (study.meta.get("factors") or {}):
+        section.text.append(
+            "The study sweeps data.split_seed: each seed draws another few-shot training and "
+            "validation set, so the intervals below include resampling of the training data, "
+            "not only the model seeds."
+        )
     incomplete = views.incomplete_points(study)
     if len(incomplete):
         section.tables.append(
@@ -222,6 +228,12 @@ def _paper_section(study: StudyData) -> Section:
     section.text.append(
         f"Maximum {metric} per head family (quantum families per qubit count) with the parameter "
         "count of that best trial, and the difference to the best classical head (the paper's Table II)."
+        + (
+            " With several encoders, families are compared per encoder against that encoder's "
+            "best classical head (best_classical)."
+            if views.encoder_levels(data)
+            else ""
+        )
     )
     section.notes += notes
     section.tables.append(Table("Model comparison", table, "model_comparison.csv"))

@@ -102,10 +102,19 @@ def best_by_qubits_figure(
     fig = Figure(figsize=(5.5, 3.4), layout="constrained")
     ax = fig.subplots()
     ax.scatter(qubits, values, color=GREY, s=14, alpha=0.7, label="trial")
-    ax.plot(best["qubits"], best["best"], color=BLUE, marker="o", label="best per qubit count")
+    if "data.encoder" in best.columns:  # one line per encoder
+        for encoder, part in best.groupby("data.encoder", sort=False):
+            ax.plot(
+                part["qubits"],
+                part["best"],
+                marker="o",
+                label=f"best, {str(encoder).rstrip('/').rsplit('/', 1)[-1]}",
+            )
+    else:
+        ax.plot(best["qubits"], best["best"], color=BLUE, marker="o", label="best per qubit count")
     ax.set_xlabel("qubits")
     ax.set_ylabel(metric)
-    ax.set_xticks(best["qubits"].to_list())
+    ax.set_xticks(sorted(set(best["qubits"].to_list())))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"Best {metric} per qubit count")

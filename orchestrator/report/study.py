@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
+DATA_FACTORS = ("data.encoder", "data.split_seed", "data.n_per_class")  # as in orchestrator.spec
 # Not factors even when they vary: replicates and run-time settings.
 _NOT_FACTORS = {"seed", "device", "eval_batch_size"}
 # A numeric factor with more distinct observed values than this is binned into quantiles.
@@ -116,12 +117,12 @@ def study_from_frame(
     else:
         names = [
             c
-            for c in CONFIG_FIELDS
+            for c in (*CONFIG_FIELDS, *DATA_FACTORS)
             if c in table.columns and c not in _NOT_FACTORS and table[c].nunique(dropna=True) > 1
         ]
         planned_levels = {}
         notes.append(
-            "study.json has no factors; the factors are the TrialConfig columns that vary across "
+            "study.json has no factors; the factors are the TrialConfig and data columns that vary across "
             f"trials: {', '.join(names) or 'none'}."
         )
 

@@ -21,10 +21,14 @@ from model.heads.registry import CLASSICAL_HEADS, QUANTUM_HEADS
 from orchestrator.report.effects import level_order
 from orchestrator.report.study import CONFIG_FIELDS, StudyData
 
+ENCODER = "data.encoder"  # the data factor the paper views group by
+
 __all__ = [
     "raw",
     "quantum_rows",
     "best_by_qubits",
+    "encoder_levels",
+    "ENCODER",
     "head_family",
     "model_comparison",
     "energy_curve",
@@ -46,28 +50,45 @@ def quantum_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["head"].isin(QUANTUM_HEADS)]
 
 
+def encoder_levels(frame: pd.DataFrame) -> list[Any]:
+    """The encoders (``data.encoder``) of the trials, in order, when there is more than one."""
+    if ENCODER not in frame.columns:
+        return []
+    levels = level_order(raw(frame, ENCODER).dropna())
+    return levels if len(levels) > 1 else []
+
+
 def best_by_qubits(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per qubit count of the quantum heads: trials, best and mean metric, best trial."""
+    """Per qubit count of the quantum heads: trials, best and mean metric, best trial.
+
+    With several encoders (``data.encoder``) one row per (encoder, qubit count).
+    """
     rows = quantum_rows(frame)
+    by_encoder = encoder_levels(rows)
     cols = ["qubits", "n", "best", "mean", "best_trial_id", "best_n_params"]
+    cols = [ENCODER, *cols] if by_encoder else cols
     if "qubits" not in rows.columns or rows.empty:
         return pd.DataFrame(columns=cols)
     qubits = raw(rows, "qubits").astype(int)
+    encoder = raw(rows, ENCODER) if by_encoder else pd.Series("", index=rows.index)
     out = []
-    for q in sorted(qubits.unique()):
-        group = rows[qubits == q]
-        best = group.loc[group[metric].idxmax()]
-        out.append(
-            {
-                "qubits": int(q),
-                "n": len(group),
-                "best": float(best[metric]),
-                "mean": float(group[metric].mean()),
-                "best_trial_id": best.get("trial_id", ""),
-                "best_n_params": _int_or_nan(best.get("n_params")),
-            }
-        )
+    for enc in by_encoder or [""]:
+        for q in sorted(qubits[encoder == enc].unique()):
+            group = rows[(qubits == q) & (encoder == enc)]
+            best = group.loc[group[metric].idxmax()]
+            out.append(_best_row(group, best, int(q), metric) | ({ENCODER: enc} if enc else {}))
     return pd.DataFrame(out, columns=cols)
+
+
+def _best_row(group: pd.DataFrame, best: pd.Series, q: int, metric: str) -> dict[str, Any]:
+    return {
+        "qubits": int(q),
+        "n": len(group),
+        "best": float(best[metric]),
+        "mean": float(group[metric].mean()),
+        "best_trial_id": best.get("trial_id", ""),
+        "best_n_params": _int_or_nan(best.get("n_params")),
+    }
 
 
 def head_family(row: pd.Series) -> str:
@@ -85,7 +106,22 @@ def model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, li
     """Max metric and parameter count per head family (quantum families per qubit count).
 
     ``diff_to_best_classical`` = family max - the best classical (mlp, logreg, svc) max.
+    With several encoders (``data.encoder``) families are compared per encoder, against
+    that encoder's best classical head (named in ``best_classical``).
     """
+    by_encoder = encoder_levels(frame)
+    if not by_encoder:
+        return _model_comparison(frame, metric)
+    parts, notes = [], []
+    for enc in by_encoder:
+        table, part_notes = _model_comparison(frame[raw(frame, ENCODER) == enc], metric)
+        table.insert(0, ENCODER, enc)
+        parts.append(table)
+        notes += [f"{ENCODER} = {enc}: {n}" for n in part_notes]
+    return pd.concat(parts, ignore_index=True), notes
+
+
+def _model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
     cols = [
         "family",
         "qubits",
@@ -94,6 +130,7 @@ def model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, li
         "n_params",
         "best_trial_id",
         "diff_to_best_classical",
+        "best_classical",
     ]
     notes: list[str] = []
     if frame.empty:
@@ -119,12 +156,15 @@ def model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, li
     classical = data[~quantum]
     if classical.empty:
         out["diff_to_best_classical"] = math.nan
+        out["best_classical"] = ""
         notes.append(
             f"No classical baseline ({', '.join(CLASSICAL_HEADS)}) among the completed trials: the difference "
             "to the best classical head cannot be computed. Add head: [logreg, svc, mlp] trials."
         )
     else:
-        out["diff_to_best_classical"] = out["max"] - float(classical[metric].max())
+        top = classical.loc[classical[metric].idxmax()]
+        out["diff_to_best_classical"] = out["max"] - float(top[metric])
+        out["best_classical"] = f"{top['_family']} ({float(top[metric]):.4f})"
     out = out.sort_values("max", ascending=False, kind="stable").reset_index(drop=True)
     return out[cols], notes
 
