@@ -8,6 +8,7 @@ Integration tests (real Ray, MLflow server, Slurm, Chromium) are marked
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,15 @@ def require_or_skip(condition: bool, reason: str) -> None:
     if os.environ.get("QSWEEP_REQUIRE_INTEGRATION"):
         pytest.fail(f"integration prerequisite missing in CI: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray (2 CPUs) for the tests of one module; trials import qsweep from ROOT."""
+    ray = pytest.importorskip("ray")
+    root = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -4,7 +4,6 @@ with the real ``fit_packed`` (small heads, synthetic embeddings)."""
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -78,18 +77,6 @@ def _data() -> EmbeddedSplits:
         return x, (x @ w > 0).astype(np.int64)
 
     return EmbeddedSplits(*split(32), *split(16), *split(24), encoder="synthetic")
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
-    )
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def _run(spec, study_dir, **kw):
