@@ -17,6 +17,7 @@ import pandas as pd
 from model.config import TrialConfig
 from model.errors import DataError
 from orchestrator.results import read_study_json, read_trials, study_name, trials_path
+from orchestrator.spec import DATA_FACTORS
 
 __all__ = [
     "StudyData",
@@ -28,7 +29,6 @@ __all__ = [
 ]
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
-DATA_FACTORS = ("data.encoder", "data.split_seed", "data.n_per_class")  # as in orchestrator.spec
 # Not factors even when they vary: replicates and run-time settings.
 _NOT_FACTORS = {"seed", "device", "eval_batch_size"}
 # A numeric factor with more distinct observed values than this is binned into quantiles.
