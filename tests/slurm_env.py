@@ -54,18 +54,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_conf(root: Path, *, memory_mb: int = 2048, first_job_id: int = 1) -> Path:
-    """slurm.conf for one node (this host), every path inside ``root``.
+def write_conf(
+    root: Path,
+    *,
+    memory_mb: int = 2048,
+    first_job_id: int = 1,
+    nodes: dict[str, str] | None = None,
+    extra: str = "",
+) -> Path:
+    """slurm.conf with every path inside ``root``.
 
+    Without ``nodes``: one node, this host. With ``nodes`` (name -> address): one
+    ``NodeName`` line per node with ``NodeAddr`` (each like this host's hardware) and the
+    controller on the first; the node name goes into slurmd's spool, PID and log paths.
     Daemon ports are picked free, so two test sessions on one machine do not collide.
     """
     for sub in ("state", "spool", "log", "run"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     node = _node_line(memory_mb)
-    node_name = node.split()[0].split("=", 1)[1]
+    this_host = node.split()[0].split("=", 1)[1]
+    if nodes is None:
+        controller = this_host
+        node_lines = f"{node} State=UNKNOWN"
+        suffix = ""
+    else:
+        first, first_addr = next(iter(nodes.items()))
+        controller = f"{first}({first_addr})"
+        rest = node.split(maxsplit=1)[1]
+        node_lines = "\n".join(
+            f"NodeName={name} NodeAddr={addr} {rest} State=UNKNOWN" for name, addr in nodes.items()
+        )
+        suffix = "-%n"
+        for name in nodes:
+            (root / "spool" / name).mkdir(exist_ok=True)
+    names = ",".join(nodes) if nodes else this_host
     conf = f"""\
 ClusterName=qsweeptest
-SlurmctldHost={node_name}
+SlurmctldHost={controller}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -83,16 +108,16 @@ MinJobAge=3600
 SchedulerParameters=batch_sched_delay=0,sched_interval=2
 KillWait=5
 StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
+SlurmdSpoolDir={root}/spool{"/%n" if nodes else ""}
 SlurmctldPidFile={root}/run/slurmctld.pid
-SlurmdPidFile={root}/run/slurmd.pid
+SlurmdPidFile={root}/run/slurmd{suffix}.pid
 SlurmctldLogFile={root}/log/slurmctld.log
-SlurmdLogFile={root}/log/slurmd.log
+SlurmdLogFile={root}/log/slurmd{suffix}.log
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 FirstJobId={first_job_id}
-{node} State=UNKNOWN
-PartitionName={PARTITION} Nodes={node_name} Default=YES MaxTime=INFINITE State=UP
+{extra}{node_lines}
+PartitionName={PARTITION} Nodes={names} Default=YES MaxTime=INFINITE State=UP
 """
     path = root / "slurm.conf"
     path.write_text(conf)
@@ -162,10 +187,11 @@ class SingleNodeSlurm:
                 ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=self.env
             )
             last = out.stdout.strip() + out.stderr.strip()
-            if out.returncode == 0 and last.startswith("idle"):
+            states = out.stdout.split()  # one line per state; all nodes idle: "idle"
+            if out.returncode == 0 and states and all(s.startswith("idle") for s in states):
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"Slurm node not idle after {timeout:.0f} s (sinfo: {last!r})")
+        raise RuntimeError(f"Slurm nodes not idle after {timeout:.0f} s (sinfo: {last!r})")
 
     def stop(self) -> None:
         for proc in reversed(self.processes):
