@@ -189,6 +189,9 @@ def _sbatch_lines(o: SlurmOptions) -> list[str]:
         f"--nodes={o.nodes}",
         "--ntasks-per-node=1",
     ]
+    if o.nodes > 1:
+        # A lost node does not end the job: Ray retries its trials on the other nodes.
+        lines.append("--no-kill")
     if o.exclusive:
         lines.append("--exclusive")
     if o.cpus_per_node is not None:
@@ -260,8 +263,8 @@ def _start_workers(o: SlurmOptions, blocks: dict[str, str]) -> str:
 
 
 def _driver_args(o: SlurmOptions) -> str:
-    # `qsweep run --results` names the study directory itself.
-    args: list[str] = ["--results", '"$STUDY_DIR"']
+    # `qsweep run --results` names the results root, as `qsweep slurm submit --results`.
+    args: list[str] = ["--results", _q(o.results_dir)]
     if o.data:
         args += ["--data", _q(o.data)]
     if o.encoder:

@@ -55,22 +55,26 @@ log "started Ray workers on @@N@@ more node(s)"
 
 
 # --- MLflow tracking server on the head (sqlite in the study dir) -------------
-# Started before Ray so that both come up together; awaited after the Ray head.
+# Started before Ray so that both come up together; awaited after the Ray head. It
+# listens on the head's address, so every node of the job (and the login node through
+# an ssh tunnel) reaches it; only the driver logs to it.
 mkdir -p "$STUDY_DIR/slurm"
 MLFLOW_LOG="$STUDY_DIR/slurm/mlflow-server-$SLURM_JOB_ID.log"
 "${CONTAINER[@]}" mlflow server --backend-store-uri "sqlite:///$STUDY_DIR/mlflow.db" \
     --artifacts-destination "$STUDY_DIR/mlartifacts" \
-    --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 >"$MLFLOW_LOG" 2>&1 &
+    --host "$HEAD_IP" --port "$MLFLOW_PORT" --workers 1 \
+    --allowed-hosts "$HEAD_IP:$MLFLOW_PORT,$HEAD_NODE:$MLFLOW_PORT,localhost:5000" \
+    >"$MLFLOW_LOG" 2>&1 &
 MLFLOW_PID=$!
-MLFLOW_URI="http://127.0.0.1:$MLFLOW_PORT"
+MLFLOW_URI="http://$HEAD_IP:$MLFLOW_PORT"
 
 #@ AWAIT_MLFLOW
 
 deadline=$(( SECONDS + 180 ))
-until (exec 3<>"/dev/tcp/127.0.0.1/$MLFLOW_PORT") 2>/dev/null; do
+until (exec 3<>"/dev/tcp/$HEAD_IP/$MLFLOW_PORT") 2>/dev/null; do
     kill -0 "$MLFLOW_PID" 2>/dev/null || fail 5 "mlflow server exited; see $MLFLOW_LOG"
     (( SECONDS < deadline )) ||
         fail 5 "mlflow server at $MLFLOW_URI did not answer within 180s; see $MLFLOW_LOG"
     sleep 1
 done
-log "MLflow tracking server at $MLFLOW_URI (ssh -L 5000:127.0.0.1:$MLFLOW_PORT $HEAD_NODE)"
+log "MLflow tracking server at $MLFLOW_URI (from a login node: ssh -L 5000:$HEAD_IP:$MLFLOW_PORT $HEAD_NODE)"

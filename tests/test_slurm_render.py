@@ -268,7 +268,7 @@ def _fake_env(tmp_path: Path, job_id: int, mode: str) -> dict[str, str]:
 
 
 def _start_script(tmp_path: Path, mode: str, **changes) -> tuple[subprocess.Popen, Path, int]:
-    job_id = 900000 + os.getpid() % 400  # a port block unlikely to be in use
+    job_id = 900000 + os.getpid() % 1000
     env = _fake_env(tmp_path, job_id, mode)
     options = SlurmOptions(
         study_file=str(tmp_path / "study.yaml"),
@@ -308,24 +308,33 @@ def _finish(proc: subprocess.Popen, timeout: float = 30.0) -> str:
         pytest.fail(f"script did not finish; output:\n{proc.communicate()[0]}")
 
 
-def test_script_starts_head_with_job_ports_and_runs_driver(tmp_path: Path) -> None:
+def test_script_starts_head_with_free_ports_and_runs_driver(tmp_path: Path) -> None:
     proc, log, job_id = _start_script(tmp_path, "ok")
     out = _finish(proc)
     assert proc.returncode == 0, out
-    port = 6379 + 10 * (job_id % 400)  # the documented per-job block
+    # Ports are picked free at start-up (not from the job id) and logged.
+    found = re.search(r"Ray GCS (\d+), Ray client (\d+), MLflow (\d+)", out)
+    assert found, out
+    port, client_port, mlflow_port = (int(p) for p in found.groups())
+    assert len({port, client_port, mlflow_port}) == 3
     ray_args = (log / "ray").read_text().split()
     assert "--head" in ray_args and f"--port={port}" in ray_args
-    assert f"--node-manager-port={port + 1}" in ray_args
-    assert f"--min-worker-port={10400 + 50 * (job_id % 400)}" in ray_args
+    assert f"--ray-client-server-port={client_port}" in ray_args
+    for name in ("node-manager", "object-manager", "min-worker", "max-worker",
+                 "dashboard-agent-listen", "metrics-export"):  # fmt: skip
+        assert f"--{name}-port=0" in ray_args  # the kernel picks a free one per node
     assert "--num-cpus=3" in ray_args and "--num-gpus=0" in ray_args  # from SLURM_CPUS_ON_NODE
     assert f"--temp-dir=/tmp/ray_{job_id}" in ray_args
     driver = shlex.split((log / "driver_args").read_text())
     assert driver[:2] == ["run", str(tmp_path / "study.yaml")]
     assert driver[driver.index("--address") + 1] == f"127.0.0.1:{port}"
-    # `qsweep run --results` is the study directory: <results root>/<study name>
+    # `qsweep run --results` is the results root, as for `qsweep slurm submit`
     assert "--resume" in driver and driver[driver.index("--results") + 1] == str(
-        tmp_path / "results" / "fake"
+        tmp_path / "results"
     )
+    # The driver waits for every node with its CPUs (SLURM_CPUS_ON_NODE=3, one node).
+    assert driver[driver.index("--expect-nodes") + 1] == "node1"
+    assert driver[driver.index("--expect-cpus") + 1] == "3"
     env = dict(
         line.split("=", 1) for line in (log / "driver_env").read_text().splitlines() if "=" in line
     )
@@ -535,10 +544,20 @@ def test_dry_run_prints_script_and_writes_nothing(study: Path, tmp_path: Path, c
     assert out.startswith("#!/bin/bash") and "#SBATCH --nodes=2" in out
     assert f"{results}/tiny/slurm/slurm-%j.out" in out
     assert "#SBATCH --exclusive" in out
+    assert "#SBATCH --no-kill" in out  # a lost node does not end a multi-node job
     shared = _parse(["slurm", "submit", str(study), "--shared", "--dry-run"])
     slurm_cmd.run(shared, client=SlurmClient(runner))
     assert "--exclusive" not in capsys.readouterr().out
     assert not results.exists() and runner.calls == []
+
+
+def test_submit_refuses_a_study_dir_as_results_root(study: Path, tmp_path: Path) -> None:
+    old = tmp_path / "tiny"  # the old meaning of `qsweep run --results`: the study itself
+    old.mkdir()
+    (old / "trials.parquet").write_bytes(b"")
+    args = _parse(["slurm", "submit", str(study), "--results", str(old), "--dry-run"])
+    with pytest.raises(ConfigError, match=f"pass --results {tmp_path} to use it"):
+        slurm_cmd.run(args, client=SlurmClient(FakeRunner({})))
 
 
 def test_submit_saves_script_and_reports_paths(study: Path, tmp_path: Path, capsys) -> None:

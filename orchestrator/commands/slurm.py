@@ -59,7 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="shell command that activates the environment, e.g. 'source venv/bin/activate'",
     )
     submit.add_argument("--container", help="Apptainer image (.sif) to run ray and qsweep in")
-    submit.add_argument("--results", default="results", help="results root (default results)")
+    submit.add_argument(
+        "--results",
+        default="results",
+        help="results root; the study goes to RESULTS/<study name>/ (default results)",
+    )
     submit.add_argument("--mlflow-uri", help="MLflow tracking URI for the driver")
     submit.add_argument(
         "--start-mlflow-server",
@@ -123,12 +127,15 @@ def _study_name(path: Path) -> str:
 
 
 def _submit(args: argparse.Namespace, client) -> int:
+    from orchestrator.results import study_dir_in
     from orchestrator.slurm import SlurmOptions, render_sbatch, study_dir
 
     space = Path(args.space).resolve()
+    name = _study_name(space)
+    study_dir_in(Path(args.results), name)  # an old-layout --results is an error here
     options = SlurmOptions(
         study_file=str(space),
-        study_name=_study_name(space),
+        study_name=name,
         results_dir=str(Path(args.results).resolve()),
         nodes=args.nodes,
         cpus_per_node=args.cpus_per_node,
