@@ -42,6 +42,7 @@ __all__ = [
     "trial_row",
     "plain",
     "trials_path",
+    "study_dir_in",
     "read_trials",
     "write_study_json",
     "read_study_json",
@@ -62,6 +63,7 @@ RESULT_COLUMNS = (
     "pack_id",
     *FINAL_METRICS,  # model.types: val_accuracy, test_accuracy, ..., gpu_energy_j
     "device",
+    "node",  # host name where the trial's Ray trial last ran
     "started_at",
     "finished_at",
 )
@@ -262,6 +264,26 @@ def _schema():
 def trials_path(study_dir: Path) -> Path:
     """``<study_dir>/trials.parquet``."""
     return Path(study_dir) / TABLE_FILE
+
+
+def study_dir_in(results_root: Path, study: str) -> Path:
+    """``<results_root>/<study>``: ``--results`` names the results root (``qsweep run`` and
+    ``qsweep slurm submit`` alike). A root that is itself a study directory (the old
+    meaning of ``qsweep run --results``) is a ConfigError saying what to pass instead."""
+    root = Path(results_root)
+    for marker in (TABLE_FILE, STUDY_FILE):
+        if (root / marker).is_file():
+            fix = (
+                f"pass --results {root.parent} to use it"
+                if root.name == study
+                else f"move it to <root>/{study}/ and pass --results <root>"
+            )
+            raise ConfigError(
+                f"--results {root} is a study directory (it holds {marker}), but --results "
+                f"names the results root: the study {study!r} goes to {root / study}. "
+                f"This is the old layout of `qsweep run --results`; {fix}."
+            )
+    return root / study
 
 
 def read_trials(study_dir: Path):

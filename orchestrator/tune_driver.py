@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -43,6 +44,7 @@ from ray.tune import Callback, RunConfig, Stopper, TuneConfig, Tuner  # noqa: E4
 from model.config import DataConfig, TrialConfig
 from model.errors import ConfigError, ServiceError
 from model.types import EPOCH_METRICS, EmbeddedSplits
+from orchestrator.cluster import ClusterNeed, RayNode, shortfall
 from orchestrator.packing import plan_packs, resolve_pack_size, size_for
 from orchestrator.progress import Progress
 from orchestrator.results import (
@@ -63,6 +65,9 @@ from orchestrator.tracking import TrialLogger, check_tracking_uri, default_track
 __all__ = ["run_study", "StudyOutcome", "DEFAULT_FIT", "INTERRUPTED_EXIT"]
 
 DEFAULT_FIT = "model.training:fit"
+# A Ray trial whose process or node died (not a Python error: those are retried inside
+# the trainable) is restarted this many times, e.g. on another node after a node loss.
+LOST_TRIAL_RETRIES = 3
 INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: Slurm requeue scripts rerun with --resume
 FitRef = str | Callable[..., Any]
 
@@ -299,6 +304,7 @@ class _Live:
     best: float | None = None
     best_epoch: int | None = None
     last_epoch: int = 0
+    node: str | None = None  # host name of the last report (Ray's "hostname" result key)
 
 
 def _member(report: dict[str, Any], index: int) -> dict[str, Any]:
@@ -390,6 +396,8 @@ class _StudyCallback(Callback):
         self, iteration: int, trials: list, trial, result: dict, **info: Any
     ) -> None:
         members = self._live(trial)
+        for live in members:
+            live.node = result.get("hostname") or live.node
         if result.get("qsweep_final") or "epoch" not in result:
             return
         for index, live in enumerate(members):
@@ -470,6 +478,7 @@ class _StudyCallback(Callback):
             partial=partial,
         )
         row["pack_id"] = live.pack_id
+        row["node"] = live.node
         self.table.add(row)
         self.logger.finish(live.trial_id, row, state=state if status == "completed" else None)
         self.logger.update_study(
@@ -540,6 +549,36 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
+def _alive_nodes() -> list[RayNode]:
+    return [
+        RayNode(
+            n.get("NodeManagerHostname", ""),
+            n.get("NodeManagerAddress", ""),
+            float(n.get("Resources", {}).get("CPU", 0)),
+            float(n.get("Resources", {}).get("GPU", 0)),
+        )
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
+
+
+def _wait_for_cluster(need: ClusterNeed, stream: TextIO, poll_s: float = 1.0) -> None:
+    """Block until the cluster meets ``need``; ServiceError naming what is missing after
+    ``need.timeout_s``."""
+    deadline = time.monotonic() + need.timeout_s
+    while (missing := shortfall(need, alive := _alive_nodes())) is not None:
+        if time.monotonic() >= deadline:
+            joined = ", ".join(f"{n.hostname} ({n.address})" for n in alive) or "none"
+            raise ServiceError(
+                f"the Ray cluster is incomplete after {need.timeout_s:g} s: {missing}. "
+                f"Joined: {joined}. Check the Ray worker lines of the job output for the "
+                "missing nodes."
+            )
+        time.sleep(poll_s)
+    hosts = ", ".join(sorted(n.hostname for n in alive))
+    print(f"qsweep run: Ray cluster ready: {len(alive)} node(s) ({hosts})", file=stream)
+
+
 # ------------------------------------------------------------------------------------
 def run_study(
     spec: StudySpec,
@@ -554,10 +593,12 @@ def run_study(
     stream: TextIO | None = None,
     progress_interval_s: float = 30.0,
     pack_size: int | str | None = None,
+    expect: ClusterNeed | None = None,
 ) -> StudyOutcome:
     """Run (or resume) a study; returns counts. ``data`` skips embedding (tests, benchmarks).
 
-    ``pack_size`` overrides the study's (``auto`` | N; 1 turns packing off).
+    ``pack_size`` overrides the study's (``auto`` | N; 1 turns packing off). ``expect``:
+    wait until the Ray cluster has these nodes and resources before any trial starts.
     """
     t0 = time.monotonic()
     study_dir = Path(study_dir).resolve()
@@ -621,6 +662,8 @@ def run_study(
             interrupted.set()
 
         started_ray = _init_ray(address)
+        if expect is not None:
+            _wait_for_cluster(expect, stream or sys.stderr)
         handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
         for s in handlers:
             signal.signal(s, on_signal)
@@ -761,6 +804,6 @@ def _tuner(
         verbose=0,
         callbacks=[callback],
         stop=_InterruptStopper(interrupted),
-        failure_config=FailureConfig(max_failures=0),
+        failure_config=FailureConfig(max_failures=LOST_TRIAL_RETRIES),
     )
     return Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)

@@ -390,7 +390,7 @@ def test_report_on_a_real_run(tmp_path, capsys, monkeypatch):
         "search: {kind: grid}\nseeds: [0]\nmetric: val_accuracy\nmax_concurrent: 2\n"
     )
     study = tmp_path / "tiny"
-    assert cli.main(["run", str(space), "--results", str(study)]) == 0
+    assert cli.main(["run", str(space), "--results", str(tmp_path)]) == 0
     capsys.readouterr()
     assert cli.main(["report", str(study), "--metric", "val_accuracy", "--no-mlflow"]) == 0
     out = study / "report"

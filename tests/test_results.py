@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from model.config import TrialConfig
-from model.errors import ServiceError
+from model.errors import ConfigError, ServiceError
 from orchestrator.progress import Progress, format_duration
 from orchestrator.results import (
     RESULT_COLUMNS,
@@ -126,10 +126,10 @@ def test_run_refuses_a_locked_study(tmp_path, capsys):
 
     space = tmp_path / "s.yaml"
     space.write_text("name: s\nfixed: {epochs: 1}\nfactors: {qubits: [4]}\n")
-    study = tmp_path / "study"
+    study = tmp_path / "s"  # --results is the root: the study goes to <root>/s
     proc = _holder(study)
     try:
-        assert main(["run", str(space), "--results", str(study)]) == 2
+        assert main(["run", str(space), "--results", str(tmp_path)]) == 2
     finally:
         proc.kill()
         proc.wait()
@@ -249,3 +249,21 @@ def test_warm_start_and_next_optuna_index(tmp_path):
     points, rewards = table.warm_start({"qubits": [2, 5]}, "val_accuracy")
     assert points == [{"qubits": 5}, {"qubits": 5}] and rewards == [0.7, 0.8]
     assert table.next_optuna_index() == 5
+
+
+def test_results_is_the_root_and_an_old_study_dir_is_refused(tmp_path):
+    from orchestrator.results import study_dir_in
+
+    assert study_dir_in(tmp_path, "quick") == tmp_path / "quick"
+    old = tmp_path / "quick"  # what `qsweep run --results` used to name: the study itself
+    old.mkdir()
+    (old / "trials.parquet").write_bytes(b"")
+    with pytest.raises(
+        ConfigError, match=r"is a study directory .*pass --results " + str(tmp_path)
+    ):
+        study_dir_in(old, "quick")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "study.json").write_text("{}")
+    with pytest.raises(ConfigError, match="move it to <root>/quick/"):
+        study_dir_in(other, "quick")

@@ -52,7 +52,7 @@ def env(epoch_s: float) -> dict[str, str]:
 
 def start(space: Path, results: Path, *extra: str, epoch_s: float = 0.3) -> subprocess.Popen:
     return subprocess.Popen(
-        [*QSWEEP, "run", str(space), "--results", str(results), *extra],
+        [*QSWEEP, "run", str(space), "--results", str(results.parent), *extra],
         cwd=ROOT,
         env=env(epoch_s),
         stdout=subprocess.PIPE,
@@ -117,7 +117,7 @@ def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
     assert 1 <= len(before) < 6
 
     refused = subprocess.run(
-        [*QSWEEP, "run", str(space), "--results", str(results)],
+        [*QSWEEP, "run", str(space), "--results", str(results.parent)],
         cwd=ROOT,
         env=env(0.01),
         capture_output=True,
@@ -126,7 +126,7 @@ def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
     assert refused.returncode == 2 and "--resume" in refused.stderr
 
     done = subprocess.run(
-        [*QSWEEP, "run", str(space), "--results", str(results), "--resume"],
+        [*QSWEEP, "run", str(space), "--results", str(results.parent), "--resume"],
         cwd=ROOT,
         env=env(0.05),
         capture_output=True,
@@ -167,7 +167,7 @@ def test_sigterm_stops_gracefully_with_75_and_resumes(tmp_path):
     assert sum(r.info.status == "FINISHED" for r in runs) == len(partial)
 
     done = subprocess.run(
-        [*QSWEEP, "run", str(space), "--results", str(results), "--resume"],
+        [*QSWEEP, "run", str(space), "--results", str(results.parent), "--resume"],
         cwd=ROOT,
         env=env(0.05),
         capture_output=True,
@@ -181,7 +181,7 @@ def test_sigterm_stops_gracefully_with_75_and_resumes(tmp_path):
 def test_sigusr1_and_two_studies_side_by_side(tmp_path):
     a_space = write_space(tmp_path / "a.yaml", "alpha", [4, 5, 6, 7])
     b_space = write_space(tmp_path / "b.yaml", "beta", [4], epochs=2)
-    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir, b_dir = tmp_path / "alpha", tmp_path / "beta"  # <root>/<study>
     a = start(a_space, a_dir, "--max-concurrent", "1", epoch_s=0.5)
     b = start(b_space, b_dir, "--max-concurrent", "1", epoch_s=0.05)
     try:

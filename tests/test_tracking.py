@@ -40,7 +40,7 @@ def test_unreachable_server_fails_before_any_trial(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert uri in err and "unreachable" in err
-    assert not (tmp_path / "r" / "trials.parquet").exists()
+    assert not (tmp_path / "r" / "s" / "trials.parquet").exists()
     assert time.monotonic() - start < 60  # did not wait for Ray or data (loose sanity bound)
     with pytest.raises(ServiceError, match="not a tracking URI"):
         check_tracking_uri("ftp://x")

@@ -51,9 +51,17 @@ def mlflow_server(tmp_path_factory):
 
 def test_study_runs_arrive_over_http(mlflow_server, tmp_path):
     space = write_space(tmp_path / "http.yaml", "over_http", [4], epochs=2)
-    results = tmp_path / "http"
+    results = tmp_path / "over_http"
     done = subprocess.run(
-        [*QSWEEP, "run", str(space), "--results", str(results), "--mlflow-uri", mlflow_server],
+        [
+            *QSWEEP,
+            "run",
+            str(space),
+            "--results",
+            str(results.parent),
+            "--mlflow-uri",
+            mlflow_server,
+        ],
         cwd=ROOT,
         env=env(0.01),
         capture_output=True,

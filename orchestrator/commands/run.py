@@ -45,7 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "local sentence-transformers directory DIR; rows keep NAME (repeatable)",
     )
     p.add_argument(
-        "--results", metavar="DIR", help="study directory (default: results/<study name>)"
+        "--results",
+        metavar="DIR",
+        default="results",
+        help="results root; the study goes to DIR/<study name>/ (default: results)",
     )
     p.add_argument(
         "--mlflow-uri",
@@ -74,6 +77,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="trials trained together as one packed model (one Ray trial) when they differ "
         "only in seed, learning_rate, lr_decay or weight_decay; 1: off; default: the study's "
         "pack_size (auto: chosen from qubits, device and memory)",
+    )
+    p.add_argument(
+        "--expect-nodes",
+        metavar="HOST[,HOST...]",
+        help="wait until these hosts have joined the Ray cluster before any trial starts "
+        "(qsweep slurm submit passes the allocation's nodes)",
+    )
+    p.add_argument(
+        "--expect-cpus", type=float, default=0.0, metavar="N", help="... and N CPUs in all"
+    )
+    p.add_argument(
+        "--expect-gpus", type=float, default=0.0, metavar="N", help="... and N GPUs in all"
+    )
+    p.add_argument(
+        "--expect-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="give up waiting after S seconds with an error naming the missing nodes",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the plan and a cost estimate; run nothing"
@@ -110,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
         from orchestrator.packing import parse_pack_size
 
         spec = spec.replace(pack_size=parse_pack_size(args.pack_size, "--pack-size"))
-    study_dir = Path(args.results) if args.results else Path("results") / spec.name
+    from orchestrator.results import study_dir_in
+
+    study_dir = study_dir_in(Path(args.results), spec.name)
 
     if args.dry_run:
         from orchestrator.plan import plan_text
@@ -118,7 +142,13 @@ def run(args: argparse.Namespace) -> int:
         print(plan_text(spec, concurrency=concurrency, study_dir=study_dir))
         return 0
 
+    from orchestrator.cluster import ClusterNeed
     from orchestrator.tune_driver import INTERRUPTED_EXIT, run_study
+
+    expect = None
+    if args.expect_nodes:
+        nodes = tuple(n for n in args.expect_nodes.split(",") if n)
+        expect = ClusterNeed(nodes, args.expect_cpus, args.expect_gpus, args.expect_timeout)
 
     print(
         f"qsweep run: study {spec.name}: {spec.n_trials()} trials -> {study_dir}/", file=sys.stderr
@@ -130,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         address=args.address,
         resume=args.resume,
         max_concurrent=concurrency,
+        expect=expect,
     )
     if outcome.interrupted:
         print("qsweep run: interrupted; rerun with --resume", file=sys.stderr)
