@@ -447,6 +447,13 @@ class _StudyCallback(Callback):
             self._record(live, "failed", {"error": message, "attempts": 1})
         self.live.pop(trial.trial_id, None)
 
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        # The Ray trial's process or node died; Ray restarts it (FailureConfig), maybe on
+        # another node. Its members keep their ids; their MLflow runs are replaced.
+        ids = ", ".join(live.trial_id for live in self._live(trial))
+        print(f"qsweep run: lost trial {ids} (its Ray worker or node died); Ray retries it",
+              file=self.progress.stream, flush=True)  # fmt: skip
+
     def abandon_all(self) -> None:
         """Trials still running when Tune returned (graceful stop): not rows; runs KILLED."""
         for members in self.live.values():

@@ -226,15 +226,22 @@ def test_two_node_study_survives_losing_node_2(cluster, tmp_path):
     t_kill = time.monotonic()
     done_at_kill = len(rows(study_dir))
     assert killed["slurmd"] and killed["raylet"], killed
-    wait_until(lambda: len(rows(study_dir)) > done_at_kill, "trial after the loss",
-               study_dir, job)  # fmt: skip
-    first_after = time.monotonic() - t_kill
+    # The driver names the Ray trials it lost; Ray retries them on node1.
+    lost = wait_until(
+        lambda: re.findall(r"lost trial (\S+) \(", output(study_dir, job)),
+        "lost trial", study_dir, job,
+    )  # fmt: skip
+    wait_until(lambda: set(lost) <= {r["trial_id"] for r in rows(study_dir)},
+               "retried trials", study_dir, job)  # fmt: skip
+    recovered = time.monotonic() - t_kill
     info = SlurmClient().wait(job, timeout=JOB_TIMEOUT, poll=1.0)
     finished = time.monotonic() - t_kill
     log = output(study_dir, job)
     assert info.state == "COMPLETED", log
     table = check_complete(study_dir, 12)
     assert {r["node"] for r in table} == {"node1", "node2"}
+    assert {r["node"] for r in table if r["trial_id"] in lost} == {"node1"}
     print(f"\nnode2 lost (slurmd {killed['slurmd']}, raylet {killed['raylet']}) with "
-          f"{done_at_kill}/12 trials done: next trial finished {first_after:.0f} s later, "
-          f"study complete {finished:.0f} s after the loss")  # fmt: skip
+          f"{done_at_kill}/12 trials done: {len(lost)} lost trial(s) {', '.join(lost)} "
+          f"completed on node1 {recovered:.0f} s after the loss, study complete "
+          f"{finished:.0f} s after it")  # fmt: skip
