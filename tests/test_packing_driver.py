@@ -4,6 +4,7 @@ with the real ``fit_packed`` (small heads, synthetic embeddings)."""
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,7 @@ def test_packed_study_rows_runs_resume_and_a_member_failing_alone(ray_session, t
     df = pd.read_parquet(study / "trials.parquet").set_index("trial_id")
     assert (outcome.ran, len(df)) == (8, 8)
     assert df.pack_id.nunique() == 2 and (df.groupby("pack_id").size() == 4).all()
+    assert set(df.node) == {socket.gethostname()}  # where each member's Ray trial ran
     bad = df[df.learning_rate > 1]
     assert (bad.status == "failed").all() and bad.error.str.contains("not finite").all()
     good = df[df.learning_rate < 1]
