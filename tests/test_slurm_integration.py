@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -285,11 +286,14 @@ def test_start_mlflow_server_serves_the_study_sqlite_store(slurm, tmp_path: Path
     study = tmp_path / "results" / "srv"
     output = Path(info.stdout_path).read_text()
     assert info.state == "COMPLETED", output
-    port = 6379 + 10 * (int(job_id) % 400) + 8  # the job's MLflow port
-    assert f"logged to http://127.0.0.1:{port}" in output
+    # The server listens on the head's address, on a port chosen free at start-up.
+    served = re.search(r"MLflow tracking server at http://([\d.]+):(\d+)", output)
+    assert served, output
+    host, port = served.group(1), int(served.group(2))
+    assert f"logged to http://{host}:{port}" in output
     assert (study / "slurm" / f"mlflow-server-{job_id}.log").is_file()
     with socket.socket() as s:  # the server was stopped with the job
-        assert s.connect_ex(("127.0.0.1", port)) != 0
+        assert s.connect_ex((host, port)) != 0
 
     from mlflow.tracking import MlflowClient
 
