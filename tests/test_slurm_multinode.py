@@ -231,6 +231,9 @@ def test_two_node_study_survives_losing_node_2(cluster, tmp_path):
         lambda: re.findall(r"lost trial (\S+) \(", output(study_dir, job)),
         "lost trial", study_dir, job,
     )  # fmt: skip
+    status = subprocess.run([str(QSWEEP), "slurm", "status", job], capture_output=True,
+                            text=True)  # fmt: skip
+    assert re.search(r"trials:  \[lost\] \d+/12 done.*running", status.stdout), status.stdout
     wait_until(lambda: set(lost) <= {r["trial_id"] for r in rows(study_dir)},
                "retried trials", study_dir, job)  # fmt: skip
     recovered = time.monotonic() - t_kill

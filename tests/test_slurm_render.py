@@ -628,6 +628,26 @@ def test_status_of_failed_job_shows_output_tail(tmp_path: Path, capsys) -> None:
     assert "job 17: FAILED" in out and "exit:    3:0" in out and "Ray head on vm exited" in out
 
 
+def test_status_of_running_job_shows_its_trials(tmp_path: Path, capsys) -> None:
+    log = tmp_path / "slurm-17.out"
+    log.write_text(
+        "[quickstart] 1/8 done, 4 running | 10s elapsed\n"
+        "qsweep run: lost trial p001_s0 (its Ray worker or node died); Ray retries it\n"
+        "[quickstart] 3/8 done (1 failed), 4 running | best val_accuracy 0.8125 (p002_s0)\n"
+    )
+    running = SCONTROL_DONE.replace("JobState=FAILED", "JobState=RUNNING")
+    runner = FakeRunner(
+        {
+            "squeue": _result(out="17|RUNNING|1:02|node[1-2]|None\n"),
+            "scontrol": _result(out=running.replace("/r/q/slurm/slurm-17.out", str(log))),
+        }
+    )
+    assert slurm_cmd.run(_parse(["slurm", "status", "17"]), client=SlurmClient(runner)) == 0
+    out = capsys.readouterr().out
+    assert "job 17: RUNNING" in out and "nodes:   node[1-2]" in out
+    assert "trials:  [quickstart] 3/8 done (1 failed), 4 running | best val_accuracy" in out
+
+
 def test_logs_falls_back_to_the_recorded_output(tmp_path: Path, capsys) -> None:
     log = tmp_path / "tiny" / "slurm" / "slurm-8.out"
     log.parent.mkdir(parents=True)

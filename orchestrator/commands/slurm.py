@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -19,6 +20,9 @@ from pathlib import Path
 from model.errors import ServiceError
 
 TAIL_LINES = 20
+# The progress line `qsweep run` prints (orchestrator/progress.py), e.g.
+# "[quickstart] 3/8 done (1 failed), 2 running | best val_accuracy 0.81 (p001_s0) | 1m12s elapsed"
+PROGRESS_RE = re.compile(r"^\[[^\]\s]+\] \d+/\d+ done\b.*$", re.MULTILINE)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -212,6 +216,9 @@ def _status(args: argparse.Namespace, client) -> int:
     print(f"  elapsed: {info.elapsed or '-'}")
     print(f"  nodes:   {info.nodes or '-'}")
     print(f"  reason:  {info.reason or '-'}")
+    trials = _last_progress(info, client)
+    if trials:
+        print(f"  trials:  {trials}")
     if info.source == "scontrol":
         print(f"  exit:    {info.exit_code or '-'}")
         if info.restarts:
@@ -223,6 +230,22 @@ def _status(args: argparse.Namespace, client) -> int:
             print(_tail(Path(info.stdout_path), TAIL_LINES))
             return 1
     return 0
+
+
+def _last_progress(info, client) -> str | None:
+    """The driver's latest progress line in the job output (trials done, running, failed)."""
+    path = info.stdout_path
+    if not path:  # squeue does not report the output file; scontrol does
+        try:
+            path = client.show(info.job_id).stdout_path
+        except ServiceError:
+            return None
+    try:
+        text = Path(path).read_text(errors="replace") if path else ""
+    except OSError:
+        return None
+    lines = PROGRESS_RE.findall(text)
+    return lines[-1] if lines else None
 
 
 def _find_output(args: argparse.Namespace, client) -> Path:
