@@ -26,6 +26,7 @@ import yaml
 from orchestrator.slurm import SlurmClient
 from tests.conftest import require_or_skip
 from tests.slurm_netns import MultiNodeSlurm, can_run_multinode
+from tests.test_sweep_cli import write_space
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.multinode]
 
@@ -56,15 +57,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 def write_study(path: Path, name: str, qubits: list[int], epochs: int = 4) -> Path:
-    doc = {
-        "name": name,
-        "data": {"source": "demo", "encoder": "minilm"},
-        "fixed": {"epochs": epochs},
-        "factors": {"qubits": qubits, "learning_rate": [0.001, 0.002]},
-        "max_concurrent": 4,
-        "pack_size": 1,  # one Ray trial per trial: trials spread over the nodes
-    }
-    path.write_text(yaml.safe_dump(doc))
+    """The sweep tests' study, 4 trials at once, one Ray trial per trial (no packing), so
+    that trials spread over the nodes."""
+    doc = yaml.safe_load(write_space(path, name, qubits, epochs).read_text())
+    path.write_text(yaml.safe_dump({**doc, "max_concurrent": 4, "pack_size": 1}))
     return path
 
 
