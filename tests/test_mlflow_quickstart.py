@@ -35,7 +35,7 @@ def quickstart(tmp_path_factory):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     study = tmp / "quickstart"
     done = subprocess.run(
-        [*QSWEEP, "run", str(QUICKSTART), "--results", str(study)],
+        [*QSWEEP, "run", str(QUICKSTART), "--results", str(tmp)],  # the results root
         cwd=tmp, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

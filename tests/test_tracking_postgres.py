@@ -124,7 +124,7 @@ def test_two_studies_log_concurrently_through_postgres(pg_mlflow_server, tmp_pat
     for name in ("pg_a", "pg_b"):
         space = write_space(tmp_path / f"{name}.yaml", name, [2, 3], epochs=3)
         drivers[name] = subprocess.Popen(
-            [*QSWEEP, "run", str(space), "--results", str(tmp_path / name), "--mlflow-uri", uri],
+            [*QSWEEP, "run", str(space), "--results", str(tmp_path), "--mlflow-uri", uri],
             cwd=ROOT, env={**env(0.05), "QSWEEP_FAKE_STATE": "1"},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
