@@ -159,7 +159,7 @@ def test_amplitude_encoding():
     np.testing.assert_allclose(s.norm(dim=1).numpy(), 1.0)
     np.testing.assert_allclose(s[0].numpy(), [0.6, 0.8, 0, 0])
     assert s[1, 3] == 0
-    with pytest.raises(ConfigError, match=r"5-dimensional.*2 qubits"):
+    with pytest.raises(ConfigError, match=r"of 5 values needs at least 3 qubits.*has 2 qubits"):
         amplitude_encode(torch.ones(1, 5), 2)
     chunks = split_chunks(torch.arange(1.0, 8.0)[None], 3)  # 7 -> 3 chunks of 3, last padded
     np.testing.assert_allclose(chunks[0].numpy(), [[1, 2, 3], [4, 5, 6], [7, 0, 0]])
