@@ -120,8 +120,11 @@ def check_complete(study_dir: Path, n: int) -> list[dict]:
     mlflow = MlflowClient(tracking_uri=f"sqlite:///{study_dir / 'mlflow.db'}")
     experiment = mlflow.get_experiment_by_name(study_dir.name)
     runs = mlflow.search_runs([experiment.experiment_id], max_results=1000)
-    run_ids = sorted(r.data.tags.get("qsweep.trial_id") for r in runs)
+    (study,) = [r for r in runs if r.data.tags.get("qsweep.kind") == "study"]  # the parent
+    trials = [r for r in runs if r.data.tags.get("qsweep.kind") != "study"]
+    run_ids = sorted(r.data.tags.get("qsweep.trial_id") for r in trials)
     assert run_ids == sorted(ids), run_ids
+    assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {study.info.run_id}
     assert {r.info.status for r in runs} == {"FINISHED"}
     return table
 
