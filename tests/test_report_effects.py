@@ -139,6 +139,8 @@ def test_continuous_factor_is_binned_into_quantiles():
     assert study.factors == ["learning_rate", "qubits"]
     assert len(study.binned["learning_rate"]) == 4
     assert any("quantile bins" in n for n in study.notes)
+    lows = sorted(float(label.split("..")[0]) for label in study.binned["learning_rate"])
+    assert lows[0] == pytest.approx(float(f"{lr.min():.3g}"))  # the observed minimum, not below it
     counts = study.analysed.learning_rate.value_counts()
     assert sorted(counts) == [10, 10, 10, 10]
     table = main_effects(study.analysed, study.factors, "test_accuracy")

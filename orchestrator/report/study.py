@@ -187,8 +187,13 @@ def study_from_frame(
 
 
 def _quantile_bins(values: pd.Series) -> pd.Series:
+    """Quantile bins labelled by the observed ``min..max`` of each bin (qcut's own edges are
+    rounded and extended below the minimum: 0.0005 came out as "-0.0005")."""
     bins = pd.qcut(values, q=min(QUANTILE_BINS, values.nunique()), duplicates="drop")
-    return bins.map(lambda iv: f"{iv.left:.3g}..{iv.right:.3g}").astype(object)
+    grouped = values.groupby(bins, observed=True)
+    low, high = grouped.transform("min"), grouped.transform("max")
+    labels = [f"{a:.3g}..{b:.3g}" for a, b in zip(low, high, strict=True)]
+    return pd.Series(labels, index=values.index, dtype=object)
 
 
 def _bin_start(label: str) -> float:
