@@ -316,9 +316,7 @@ class _MemberSnapshot:
     """Copies of every member-carrying tensor; members are saved and restored one slice each."""
 
     def __init__(self, head: nn.Module) -> None:
-        keys = set(head.state_dict())
-        named = dict(head.named_parameters()) | dict(head.named_buffers())
-        self.live = {k: v for k, v in named.items() if k in keys}
+        self.live = head.state_dict(keep_vars=True)  # the live tensors, axis tags kept
         self.saved = {k: v.detach().clone() for k, v in self.live.items()}
 
     @torch.no_grad()
