@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from model.quantum.noise import apply_pauli_masks
-from model.quantum.statevector import apply_matrix, apply_permutation
+from model.quantum.statevector import apply_matrix, apply_permutation, permute_amplitudes
 
 __all__ = ["run_steps"]
 
@@ -83,8 +83,8 @@ class _Adjoint(torch.autograd.Function):
                     grads[i] = g if grads[i] is None else grads[i] + g
                 lam = apply_matrix(lam, m_inv, first, n)
             elif kind == "p":
-                psi = psi.index_select(-1, inverse)
-                lam = lam.index_select(-1, inverse)
+                psi = permute_amplitudes(psi, inverse)
+                lam = permute_amplitudes(lam, inverse)
             else:
                 psi = apply_pauli_masks(psi, step[1], step[2], inverse=True)
                 lam = apply_pauli_masks(lam, step[1], step[2], inverse=True)

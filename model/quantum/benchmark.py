@@ -134,14 +134,42 @@ def peak_memory_18q() -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def permutation(threads: int, repeats: int) -> dict:
+    """The CNOT-ring permutation of a packed 10-qubit state (T=8, B=16, complex64):
+    ``index_select`` on the last axis vs the ``gather`` the simulator uses."""
+    from model.quantum.circuits import entangler_pairs
+    from model.quantum.statevector import cnot_permutation, permute_amplitudes
+
+    torch.set_num_threads(threads)
+    perm = cnot_permutation(entangler_pairs(10, 1), 10)
+    state = torch.randn(8, 16, 1024, dtype=torch.complex64)
+    same = torch.equal(state.index_select(-1, perm), permute_amplitudes(state, perm))
+    slow = _timeit(lambda: state.index_select(-1, perm), repeats=repeats, inner=50)
+    fast = _timeit(lambda: permute_amplitudes(state, perm), repeats=repeats, inner=50)
+    return {"index_select_ms": slow, "gather_ms": fast, "equal": same}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--skip-memory", action="store_true", help="skip the 18-qubit subprocess")
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch threads")
+    parser.add_argument(
+        "--permutation", action="store_true", help="only: index_select vs gather permutation"
+    )
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else 7
     print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads")
+    if args.permutation:
+        for threads in args.threads:
+            r = permutation(threads, repeats)
+            slow, fast = r["index_select_ms"][0], r["gather_ms"][0]
+            print(
+                f"permutation, (8, 16, 1024) complex64, {threads} thread(s): index_select "
+                f"{slow * 1e3:.0f} us, gather {fast * 1e3:.0f} us ({slow / fast:.1f}x), "
+                f"same values: {r['equal']}"
+            )
+        return 0
     for threads in args.threads:
         r = reference_circuit(threads, repeats)
         base = r["baseline_ms"][0]

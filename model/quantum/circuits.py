@@ -40,7 +40,7 @@ from model.quantum import noise as qnoise
 from model.quantum.adjoint import run_steps
 from model.quantum.encoding import angle_matrices
 from model.quantum.gates import rot_matrix, ry_matrix_real
-from model.quantum.statevector import block_bounds, cnot_permutation, kron_block
+from model.quantum.statevector import block_bounds, cnot_permutation, kron_block, member_major
 
 __all__ = [
     "Op",
@@ -276,4 +276,34 @@ class CircuitRunner(nn.Module):
                     )
         if x_bits is not None:
             flush()
-        return run_steps(state, steps, blocks, n, self.perm, self.inverse, adjoint=adjoint)
+        members = weights.dim() - 3  # the weights' batch axes (T, E, ...)
+        if members == 0 or len(batch) <= members:
+            return run_steps(state, steps, blocks, n, self.perm, self.inverse, adjoint=adjoint)
+        # packed trials: simulate member-major, (B, T, E, N) -> (T, E, B, N)
+        order, back = member_major(len(batch), members)
+        samples = len(batch) - members
+
+        def move(m: Tensor) -> Tensor:
+            if m.dim() - 2 == len(batch):  # per-sample (B, T, E, K, K)
+                return m.permute(*order, len(batch), len(batch) + 1)
+            if m.dim() > 2:  # per-member (T, E, K, K), right-aligned with the batch
+                lead = m.shape[:-2]
+                full = (1,) * (members - len(lead)) + tuple(lead)
+                return m.reshape(*full, *(1,) * samples, *m.shape[-2:])
+            return m
+
+        steps = [
+            ("f", step[1].permute(*order), step[2].permute(*order)) if step[0] == "f" else step
+            for step in steps
+        ]
+        blocks = [move(m) for m in blocks]
+        out = run_steps(
+            state.permute(*order, len(batch)).contiguous(),
+            steps,
+            blocks,
+            n,
+            self.perm,
+            self.inverse,
+            adjoint=adjoint,
+        )
+        return out.permute(*back, len(batch))
