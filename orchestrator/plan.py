@@ -18,7 +18,7 @@ from typing import Any
 from model.heads.registry import is_epochless
 from orchestrator.results import ResultsTable, trials_path
 
-__all__ = ["plan_text", "seconds_per_epoch"]
+__all__ = ["plan_text", "seconds_per_epoch", "estimate_seconds", "pack_cost_factor"]
 
 # Calibration of the statevector cost model: 14 qubits, batch 16, 6 layers of rotations
 # + CNOT ring, forward + backward, 2 threads, complex64: 0.425 s per step.
@@ -70,15 +70,45 @@ def seconds_per_epoch(cfg, n_train: int, n_val: int) -> float:
     return _CAL_STEP_S * factor * work / _CAL_WORK
 
 
+# Packing on the CPU: a pack of T trials costs T x (PACK_SHARED + (1 - PACK_SHARED) / T) of
+# one trial's epoch. Fitted to the 10-qubit paper head, 1 thread (model.benchmark_trials,
+# 2026-12-02): T = 8 is 1.85x faster per trial than T = 1.
+PACK_SHARED = 0.5
+
+
+def pack_cost_factor(size: int) -> float:
+    """Per-trial cost in a pack of ``size`` relative to the trial alone (CPU model)."""
+    return PACK_SHARED + (1.0 - PACK_SHARED) / max(1, size)
+
+
+def _makespan(jobs: list[float], concurrency: int) -> float:
+    """Wall time of ``jobs`` (seconds each, in order) on ``concurrency`` slots, each job
+    starting on the first slot to free up (Ray's FIFO scheduling)."""
+    slots = [0.0] * max(1, concurrency)
+    for job in jobs:
+        i = slots.index(min(slots))
+        slots[i] += job
+    return max(slots)
+
+
 def _measured_s_per_epoch(study_dir: Path) -> float | None:
     path = trials_path(study_dir)
     if not path.exists():
         return None
-    rows = [
-        r["wall_time_s"] / r["epochs_run"]
+    done = [
+        r
         for r in ResultsTable(path, study="").rows.values()
         if r["status"] == "completed" and r["epochs_run"] and r["wall_time_s"]
     ]
+    # a packed row's wall time is its pack's: bring it back to one trial alone
+    members: dict[Any, int] = {}
+    for r in done:
+        if r.get("pack_id"):
+            members[r["pack_id"]] = members.get(r["pack_id"], 0) + 1
+    rows = []
+    for r in done:
+        size = members.get(r.get("pack_id"), 1)
+        rows.append(r["wall_time_s"] / r["epochs_run"] / size / pack_cost_factor(size))
     return sorted(rows)[len(rows) // 2] if rows else None
 
 
@@ -171,6 +201,52 @@ def _data_lines(spec, planned) -> tuple[list[str], float]:
     return out, seconds
 
 
+def estimate_seconds(
+    spec, configs, sizes, concurrency: int, study_dir: Path, *, planned=None
+) -> tuple[float, str]:
+    """Modelled wall seconds of a study and how they were modelled.
+
+    Each trial alone costs epochs x (the median measured s/epoch of the study's
+    completed trials, or :func:`seconds_per_epoch`); ``planned`` trials are grouped into
+    the packs the driver will run (:func:`pack_cost_factor`); the Ray trials are then
+    laid out first-come first-served on ``concurrency`` slots.
+    """
+    measured = _measured_s_per_epoch(study_dir)
+    cost = [  # seconds of each trial alone
+        (1 if is_epochless(c.head) else c.epochs)
+        * (measured if measured is not None else seconds_per_epoch(c, *size))
+        for c, size in zip(configs, sizes, strict=True)
+    ]
+    jobs, packed = cost, ""
+    if planned is not None:
+        from orchestrator.packing import plan_packs, resolve_pack_size
+
+        packs = plan_packs(planned, resolve_pack_size(spec), gpu=spec.resources["gpu"] > 0)
+        if any(p.size > 1 for p in packs):
+            by_id = {t.trial_id: c for t, c in zip(planned, cost, strict=True)}
+            jobs = [
+                sum(by_id[m.trial_id] for m in p.members) * pack_cost_factor(p.size) for p in packs
+            ]
+            packed = (
+                f", {len(packs)} packs at {PACK_SHARED:g} + {1 - PACK_SHARED:g}/T of a trial each"
+            )
+    total = _makespan(jobs, concurrency)
+    if measured is not None:
+        how = f"measured: median {measured:.3g} s/epoch of the completed trials in {study_dir}/trials.parquet"
+    else:
+        n_sizes = set(sizes)
+        how = (
+            "modelled: statevector cost scaled from a measured 14-qubit CPU step (2 threads), "
+            + (
+                f"{sizes[0][0]} train + {sizes[0][1]} val sentences per epoch"
+                if len(n_sizes) == 1
+                else "train + val sentences per epoch of each trial's data setting"
+            )
+            + "; noise/shots/GPU not modelled"
+        )
+    return total, how + packed
+
+
 def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
     """The --dry-run plan: trials, factors/points, resources and a cost estimate."""
     from orchestrator.progress import format_duration
@@ -255,28 +331,15 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
     out.append(f"retries per failing trial: {spec.retries}")
     out += _pack_lines(spec, planned if not spec.is_optuna else [])
 
-    measured = _measured_s_per_epoch(study_dir)
+    total, how = estimate_seconds(
+        spec,
+        configs,
+        sizes or [(n_train, n_val)] * len(configs),
+        concurrency,
+        study_dir,
+        planned=None if spec.is_optuna else planned,
+    )
     epochs = sum(1 if is_epochless(c.head) else c.epochs for c in configs)
-    if measured is not None:
-        total = epochs * measured / concurrency
-        how = f"measured: median {measured:.3g} s/epoch of the completed trials in {study_dir}/trials.parquet"
-    else:
-        total = (
-            sum(
-                (1 if is_epochless(c.head) else c.epochs) * seconds_per_epoch(c, *size)
-                for c, size in zip(configs, sizes or [(n_train, n_val)] * len(configs), strict=True)
-            )
-            / concurrency
-        )
-        how = (
-            "modelled: statevector cost scaled from a measured 14-qubit CPU step (2 threads), "
-            + (
-                f"{n_train} train + {n_val} val sentences per epoch"
-                if len(set(sizes)) <= 1
-                else "train + val sentences per epoch of each trial's data setting"
-            )
-            + "; noise/shots/GPU not modelled"
-        )
     out.append(
         f"cost estimate: {len(configs)} trials, {epochs} epochs in all, / {concurrency} concurrent "
         f"~ {format_duration(total)} wall time ({how}); before it, embedding up to "

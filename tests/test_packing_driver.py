@@ -68,6 +68,29 @@ def test_auto_pack_size_follows_qubits_device_and_memory():
     assert auto_pack_size(TrialConfig(head="svc"), gpu=True) == 1
 
 
+def test_dry_run_cost_counts_packs_and_fifo_slots(tmp_path):
+    from orchestrator.plan import _makespan, estimate_seconds, pack_cost_factor, plan_text
+
+    assert pack_cost_factor(1) == 1.0 and pack_cost_factor(8) < pack_cost_factor(2) < 1.0
+    assert _makespan([3.0, 1.0, 1.0, 1.0], 2) == 3.0  # the long job sets the wall time
+    assert _makespan([1.0] * 5, 2) == 3.0 and _makespan([2.0], 4) == 2.0
+
+    def estimate(size: int) -> tuple[float, str]:
+        spec = _spec(pack_size=size, fixed={"head": "quantum", "qubits": 4, "epochs": 3})
+        planned = spec.planned_trials()
+        configs = [t.config for t in planned]
+        return estimate_seconds(
+            spec, configs, [(100, 20)] * len(configs), 2, tmp_path / "none", planned=planned
+        )
+
+    (alone, how_alone), (packed, how_packed) = estimate(1), estimate(6)
+    assert "packs" not in how_alone and "2 packs at 0.5 + 0.5/T" in how_packed
+    # 12 equal trials on 2 slots alone; 2 packs of 6 at (0.5 + 0.5/6) x 6 trials each
+    assert packed / alone == pytest.approx(3.5 / 6)
+    text = plan_text(_spec(pack_size=6), concurrency=2, study_dir=tmp_path / "none")
+    assert "packs at 0.5 + 0.5/T" in text
+
+
 # --- real Ray, real fit_packed ------------------------------------------------------
 def _data() -> EmbeddedSplits:
     rng = np.random.default_rng(3)
