@@ -403,3 +403,43 @@ def test_report_on_a_real_run(tmp_path, capsys, monkeypatch):
         assert got.iloc[0] == pytest.approx(want)
     assert list(read_csv(out, "best_by_qubits.csv").qubits) == [9, 10]
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_combined_report_of_a_directory_of_studies(tmp_path, capsys):
+    """qsweep report PARENT: Figure 8 across two quantum studies of different qubit counts,
+    Table II with mean and t-interval per study and family, fine-tuning as a reference."""
+    parent = tmp_path / "paper"
+    accs = {8: [0.70, 0.72, 0.74], 12: [0.76, 0.78, 0.80]}
+    for q, values in accs.items():
+        rows = [trial_row(0, s, a, qubits=q) for s, a in enumerate(values)]
+        write_study(parent / f"q{q}", rows, {"learning_rate": [0.01]})
+    base = [trial_row(0, 0, 0.85, head="logreg"), trial_row(1, 0, 0.83, head="mlp", hidden=4)]
+    base += [trial_row(2, s, a, head="finetune") for s, a in enumerate([0.90, 0.92])]
+    write_study(parent / "baselines", base, {"head": ["logreg", "mlp", "finetune"]})
+    (parent / "notes").mkdir()  # not a study: ignored
+
+    assert cli.main(["report", str(parent)]) == 0
+    out = capsys.readouterr().out
+    assert "combined report of 3 studies (baselines, q12, q8)" in out
+    report = parent / "report"
+    best = read_csv(report, "best_by_qubits.csv")
+    assert best.set_index("qubits")["best"].to_dict() == {8: 0.74, 12: 0.80}
+    table = read_csv(report, "model_comparison.csv").set_index(["study", "family"])
+    q12 = table.loc[("q12", "quantum, single sQE")]
+    assert q12["mean"] == pytest.approx(0.78)
+    # t-interval of (0.76, 0.78, 0.80): t(0.975, 2) * 0.02 / sqrt(3)
+    assert q12["ci95"] == pytest.approx(4.302653 * 0.02 / 3**0.5, rel=1e-5)
+    assert q12["best_trial_id"] == "q12/p000_s2"
+    ref = table.loc[("baselines", "full fine-tuning (finetune, reference)")]
+    assert ref["max"] == pytest.approx(0.92)
+    # the reference is never the best classical head, although it scores highest
+    assert set(table["best_classical"]) == {"logreg (0.8500)"}
+    md = (report / "report.md").read_text()
+    assert "Full fine-tuning trains the sentence encoder itself" in md
+
+    # explicit directories, one of them not a study: the error names it
+    code = cli.main(
+        ["report", str(parent / "q8"), str(parent / "notes"), "--out", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err
+    assert code != 0 and "no trials table" in err and "notes" in err

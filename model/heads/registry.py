@@ -28,6 +28,7 @@ __all__ = [
     "SKLEARN_HEADS",
     "EPOCHLESS_HEADS",
     "CLASSICAL_HEADS",
+    "ENCODER_HEADS",
     "head_spec",
     "family",
     "is_quantum",
@@ -80,7 +81,10 @@ TORCH_HEADS = tuple(n for n, s in REGISTRY.items() if s.gradient_trained)  # nn.
 SKLEARN_HEADS = tuple(n for n, s in REGISTRY.items() if s.family == "sklearn")
 # fitted once on the data by their own function (no epoch loop, never packed)
 EPOCHLESS_HEADS = tuple(n for n, s in REGISTRY.items() if not s.gradient_trained)
-CLASSICAL_HEADS = tuple(n for n, s in REGISTRY.items() if s.family != "quantum")
+# heads on the frozen embeddings that the quantum heads are compared against
+CLASSICAL_HEADS = tuple(n for n, s in REGISTRY.items() if s.family in ("torch", "sklearn"))
+# heads that train the sentence encoder itself: an upper reference, not a frozen-embedding head
+ENCODER_HEADS = tuple(n for n, s in REGISTRY.items() if s.family == "encoder")
 
 
 def head_spec(name: str) -> HeadSpec:

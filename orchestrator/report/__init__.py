@@ -17,9 +17,17 @@ from model.errors import QsweepError
 from orchestrator.design import aliasing
 from orchestrator.report import effects, figures, views
 from orchestrator.report.render import FigureFile, Section, Table, write_report
-from orchestrator.report.study import StudyData, load_study, study_from_frame
+from orchestrator.report.study import StudyData, load_studies, load_study, study_from_frame
 
-__all__ = ["build_report", "build_sections", "load_study", "study_from_frame", "StudyData"]
+__all__ = [
+    "build_report",
+    "build_combined_report",
+    "build_sections",
+    "load_study",
+    "load_studies",
+    "study_from_frame",
+    "StudyData",
+]
 
 CONFIDENCE = 0.95
 
@@ -38,6 +46,48 @@ def build_report(
         f"Metric: {metric}. Source: {study.source}. " + (study.meta.get("description") or "")
     ).strip()
     return write_report(out, f"qsweep report: {study.name}", subtitle, build_sections(study))
+
+
+def build_combined_report(
+    study_dirs: list[Path], *, metric: str = "test_accuracy", out_dir: Path
+) -> list[Path]:
+    """One report over several studies: their trials side by side in the paper's views
+    (best per qubit count, model comparison), energy and noise. Main effects and ANOVA
+    stay per study (their factors differ from study to study)."""
+    study = load_studies([Path(d) for d in study_dirs], metric=metric)
+    subtitle = f"Metric: {metric}. Sources: {study.source}. {study.meta['description']}"
+    design = _studies_section(study)
+    sections = [design, _paper_section(study), _energy_section(study), _noise_section(study)]
+    return write_report(Path(out_dir), f"qsweep report: {study.name}", subtitle, sections)
+
+
+def _studies_section(study: StudyData) -> Section:
+    import pandas as pd
+
+    section = Section("Studies", notes=list(study.notes))
+    rows = []
+    for name, group in study.table.groupby("study", sort=False):
+        done = group[group["status"] == "completed"]
+        heads = (
+            ", ".join(sorted(map(str, group["head"].dropna().unique()))) if "head" in group else ""
+        )
+        rows.append(
+            {
+                "study": name,
+                "trials": len(group),
+                "completed": len(done),
+                "heads": heads,
+                f"mean {study.metric}": float(done[study.metric].mean())
+                if len(done)
+                else float("nan"),
+            }
+        )
+    section.text.append(
+        "The trials of these studies side by side. Main effects and ANOVA are per study "
+        "(qsweep report STUDY_DIR): the studies vary different factors."
+    )
+    section.tables.append(Table("Studies", pd.DataFrame(rows), "studies.csv"))
+    return section
 
 
 def build_sections(study: StudyData) -> list[Section]:

@@ -22,6 +22,8 @@ from orchestrator.spec import DATA_FACTORS
 __all__ = [
     "StudyData",
     "load_study",
+    "load_studies",
+    "study_dirs_under",
     "study_name",
     "study_from_frame",
     "CONFIG_FIELDS",
@@ -76,6 +78,48 @@ def load_study(
         table = read_trials(study_dir)
         source = str(trials_path(study_dir))
     return study_from_frame(table, meta, metric=metric, name=name, source=source)
+
+
+def study_dirs_under(parent: Path) -> list[Path]:
+    """The study directories (with a trials table) directly under ``parent``, sorted."""
+    return sorted(d for d in Path(parent).iterdir() if d.is_dir() and trials_path(d).exists())
+
+
+def load_studies(study_dirs: list[Path], *, metric: str = "test_accuracy") -> StudyData:
+    """Several studies as one, for the views that compare across them (Figure 8, Table II).
+
+    Rows keep their study in ``study``; trial ids become ``study/trial_id``. The factor
+    analysis of the combined table has one factor, ``study``.
+    """
+    frames, names, missing = [], [], []
+    for d in map(Path, study_dirs):
+        if not trials_path(d).exists():
+            missing.append(str(d))
+            continue
+        meta = read_study_json(d) or {}
+        name = study_name(d, meta)
+        frame = read_trials(d).copy()
+        frame["study"] = name
+        frame["trial_id"] = name + "/" + frame["trial_id"].astype(str)
+        frames.append(frame)
+        names.append(name)
+    if missing:
+        raise DataError(
+            f"no trials table ({trials_path(Path(missing[0])).name}) in {', '.join(missing)}; "
+            "each directory given to a combined report must be a study directory written by "
+            "qsweep run."
+        )
+    if len(set(names)) < len(names):
+        raise DataError(f"the studies to combine must have different names; got {names}.")
+    table = pd.concat(frames, ignore_index=True, sort=False)
+    meta = {
+        "name": " + ".join(names),
+        "factors": {"study": names},
+        "n_trials_planned": None,
+        "description": f"Combined report of {len(names)} studies: {', '.join(names)}.",
+    }
+    source = ", ".join(str(trials_path(Path(d))) for d in study_dirs)
+    return study_from_frame(table, meta, metric=metric, name=meta["name"], source=source)
 
 
 def study_from_frame(

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from model.errors import QsweepError
-from model.heads.registry import CLASSICAL_HEADS, QUANTUM_HEADS
+from model.heads.registry import CLASSICAL_HEADS, ENCODER_HEADS, QUANTUM_HEADS
 from orchestrator.report.effects import level_order
 from orchestrator.report.study import CONFIG_FIELDS, StudyData
 
@@ -99,15 +100,20 @@ def head_family(row: pd.Series) -> str:
         return "quantum, multi sQE" if _num(encoders) > 1 else "quantum, single sQE"
     if head == "mlp":
         return f"mlp (hidden={_int_or_nan(row.get('hidden', 0))})"
+    if head in ENCODER_HEADS:
+        return f"full fine-tuning ({head}, reference)"
     return str(head)
 
 
 def model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
-    """Max metric and parameter count per head family (quantum families per qubit count).
+    """Max and mean (95 % t-interval) metric and parameter count per head family (quantum
+    families per qubit count; per study too when the frame holds several studies).
 
     ``diff_to_best_classical`` = family max - the best classical (mlp, logreg, svc) max.
-    With several encoders (``data.encoder``) families are compared per encoder, against
-    that encoder's best classical head (named in ``best_classical``).
+    Full fine-tuning (``head: finetune``) trains the encoder itself: it is listed as the
+    reference row, never as the best classical head. With several encoders
+    (``data.encoder``) families are compared per encoder, against that encoder's best
+    classical head (named in ``best_classical``).
     """
     by_encoder = encoder_levels(frame)
     if not by_encoder:
@@ -121,12 +127,26 @@ def model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, li
     return pd.concat(parts, ignore_index=True), notes
 
 
+def _mean_ci(values: pd.Series, confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its t-interval (NaN for one value)."""
+    n = len(values)
+    mean = float(values.mean())
+    if n < 2:
+        return mean, math.nan
+    sd = float(values.std(ddof=1))
+    return mean, float(stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n))
+
+
 def _model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
+    studies = "study" in frame.columns and frame["study"].nunique() > 1
     cols = [
+        *(["study"] if studies else []),
         "family",
         "qubits",
         "trials",
         "max",
+        "mean",
+        "ci95",
         "n_params",
         "best_trial_id",
         "diff_to_best_classical",
@@ -139,21 +159,27 @@ def _model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, l
     data["_family"] = data.apply(head_family, axis=1)
     quantum = data["head"].isin(QUANTUM_HEADS) if "head" in data else pd.Series(True, data.index)
     data["_q"] = np.where(quantum, raw(data, "qubits") if "qubits" in data else np.nan, np.nan)
+    keys = (["study"] if studies else []) + ["_family", "_q"]
     rows = []
-    for (family, q), group in data.groupby(["_family", "_q"], dropna=False, sort=True):
+    for key, group in data.groupby(keys, dropna=False, sort=True):
+        *study, family, q = key
         best = group.loc[group[metric].idxmax()]
+        mean, ci = _mean_ci(group[metric].astype(float))
         rows.append(
             {
+                **({"study": study[0]} if studies else {}),
                 "family": family,
                 "qubits": _int_or_nan(q),
                 "trials": len(group),
                 "max": float(best[metric]),
+                "mean": mean,
+                "ci95": ci,
                 "n_params": _int_or_nan(best.get("n_params")),
                 "best_trial_id": best.get("trial_id", ""),
             }
         )
     out = pd.DataFrame(rows)
-    classical = data[~quantum]
+    classical = data[data["head"].isin(CLASSICAL_HEADS)] if "head" in data else data.iloc[:0]
     if classical.empty:
         out["diff_to_best_classical"] = math.nan
         out["best_classical"] = ""
@@ -165,6 +191,12 @@ def _model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, l
         top = classical.loc[classical[metric].idxmax()]
         out["diff_to_best_classical"] = out["max"] - float(top[metric])
         out["best_classical"] = f"{top['_family']} ({float(top[metric]):.4f})"
+    if "head" in data and data["head"].isin(ENCODER_HEADS).any():
+        notes.append(
+            "Full fine-tuning trains the sentence encoder itself (every encoder weight): it is "
+            "the upper reference a head on frozen embeddings could approach, not a competitor "
+            "of the same size."
+        )
     out = out.sort_values("max", ascending=False, kind="stable").reset_index(drop=True)
     return out[cols], notes
 
