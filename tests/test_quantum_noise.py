@@ -123,3 +123,18 @@ def test_trajectories_average_to_density_matrix(q, conn, rotation):
     assert ((out.mean(1) - exact).abs() < 5 * se + 1e-9).all(), (out.mean(1), exact)
     # the noise is visible: the noisy and noiseless references differ by much more than the error
     assert (exact - noiseless).abs().max() > 10 * se.max()
+
+
+def test_multinomial_shot_covariance_and_rare_outcomes():
+    """Counts are multinomial, not independent binomials: Cov(n_i, n_j) = -S p_i p_j; an
+    outcome of probability 0 is never drawn, one of probability 1 always."""
+    torch.manual_seed(2)
+    p = torch.tensor([0.4, 0.35, 0.2, 0.05, 0.0])
+    shots, rows = 64, 20000
+    counts = qn.multinomial_shot_probs(p.expand(rows, -1), shots) * shots
+    assert (counts.sum(-1) == shots).all() and (counts[:, 4] == 0).all()
+    cov = torch.cov(counts[:, :4].T.double())
+    want = shots * (torch.diag(p[:4]) - torch.outer(p[:4], p[:4])).double()
+    assert torch.allclose(cov, want, atol=0.06 * shots * 0.25)
+    one = qn.multinomial_shot_probs(torch.tensor([[0.0, 1.0, 0.0]]), 8192)
+    assert one.tolist() == [[0.0, 1.0, 0.0]]
