@@ -37,9 +37,11 @@ def use_adjoint(config: TrialConfig) -> bool:
     return config.gradient == "adjoint"
 
 
-# Largest automatic pack: on a CPU throughput per trial stops growing near 8 members
-# (model/benchmark_trials.py); a GPU keeps gaining until memory or 64 members.
-AUTO_PACK_MAX = {"cpu": 8, "gpu": 64}
+# Largest automatic pack: on a CPU the 10-qubit head runs 1.6x faster per trial at 8
+# members and 2.0x at 16 than alone (`python -m model.benchmark_trials --pack 1 8 16`,
+# 1 thread, 2026-12-02); a GPU keeps gaining until memory or 64 members. The planner
+# splits packs further so that every concurrent slot gets one (orchestrator/packing.py).
+AUTO_PACK_MAX = {"cpu": 16, "gpu": 64}
 
 
 def auto_pack_size(config: TrialConfig, *, gpu: bool, memory_bytes: int | None = None) -> int:

@@ -4,10 +4,11 @@
 Trials whose configs differ only in ``model.training.PACKABLE_KEYS`` (seed, learning
 rate, LR decay, weight decay) are grouped in plan order and cut into packs of at most
 ``pack_size`` members. Trials with different data settings (``PlannedTrial.data``: a
-``data.*`` factor) never share a pack. Each member keeps its own trial id, row and MLflow run; the pack
+``data.*`` factor) never share a pack. Packs of one group have balanced sizes, and
+``auto`` splits packs until every concurrent slot has one. Each member keeps its own trial id, row and MLflow run; the pack
 id only tags them. Pure Python: no Ray, testable on its own.
 
-    packs = plan_packs(spec.planned_trials(), resolve_pack_size(spec), gpu=False)
+    packs = plan_packs(spec.planned_trials(), resolve_pack_size(spec), gpu=False, slots=2)
 """
 
 from __future__ import annotations
@@ -81,17 +82,45 @@ def size_for(config, pack_size: int | str, *, gpu: bool) -> int:
     return auto_pack_size(config, gpu=gpu) if pack_size == "auto" else int(pack_size)
 
 
-def plan_packs(trials: Sequence[Any], pack_size: int | str, *, gpu: bool = False) -> list[Pack]:
+def _balanced(members: Sequence[Any], count: int) -> list[tuple[Any, ...]]:
+    """``members`` in order, cut into ``count`` contiguous chunks whose sizes differ by <= 1."""
+    base, extra = divmod(len(members), count)
+    chunks, lo = [], 0
+    for i in range(count):
+        hi = lo + base + (1 if i < extra else 0)
+        chunks.append(tuple(members[lo:hi]))
+        lo = hi
+    return chunks
+
+
+def plan_packs(
+    trials: Sequence[Any], pack_size: int | str, *, gpu: bool = False, slots: int = 1
+) -> list[Pack]:
     """Group ``trials`` (PlannedTrial, in order) into packs of equal data setting and pack
-    key, <= pack_size."""
+    key, <= pack_size.
+
+    Each group is cut into as few packs as the size allows, of balanced sizes (21 trials
+    at size 16: 11 + 10, not 16 + 5). Under ``auto``, when that leaves fewer packs than
+    ``slots`` (the study's concurrent trials), the largest packs are split again so that
+    no slot stays idle (16 trials on 2 slots: 8 + 8).
+    """
     groups: dict[tuple, list[Any]] = {}
     for trial in trials:
         groups.setdefault((getattr(trial, "data", None), pack_key(trial.config)), []).append(trial)
-    packs = []
+    parts: list[list[Any]] = []  # [members, number of packs] per group
     for members in groups.values():
         size = max(1, size_for(members[0].config, pack_size, gpu=gpu))
-        for lo in range(0, len(members), size):
-            chunk = tuple(members[lo : lo + size])
+        parts.append([members, -(-len(members) // size)])
+    if pack_size == "auto":
+        while sum(count for _, count in parts) < slots:
+            # split the group with the largest packs (ties: the earlier group)
+            splittable = [p for p in parts if p[1] < len(p[0])]
+            if not splittable:
+                break
+            max(splittable, key=lambda p: len(p[0]) / p[1])[1] += 1
+    packs = []
+    for members, count in parts:
+        for chunk in _balanced(members, count):
             pack_id = chunk[0].trial_id if len(chunk) == 1 else f"{chunk[0].trial_id}+{len(chunk)}"
             packs.append(Pack(pack_id, chunk))
     first_index = {id(t): i for i, t in enumerate(trials)}

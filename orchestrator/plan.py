@@ -116,7 +116,7 @@ def _fmt_level(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _pack_lines(spec, planned) -> list[str]:
+def _pack_lines(spec, planned, concurrency: int) -> list[str]:
     """How trials are packed into Ray trials (model.training.fit_packed)."""
     from orchestrator.packing import pack_summary, plan_packs, resolve_pack_size
 
@@ -125,7 +125,7 @@ def _pack_lines(spec, planned) -> list[str]:
     how = f"pack_size {size}" + (f" for a {'GPU' if gpu else 'CPU'}" if size == "auto" else "")
     if spec.is_optuna:
         return [f"packing ({how}): each suggestion trains its {len(spec.seeds)} seeds together"]
-    packs = plan_packs(planned, size, gpu=gpu)
+    packs = plan_packs(planned, size, gpu=gpu, slots=concurrency)
     lines = [f"packing ({how}): {pack_summary(packs)[len('packs: ') :]}"]
     if any(p.size > 1 for p in packs):
         for pack in packs[:12]:
@@ -221,7 +221,9 @@ def estimate_seconds(
     if planned is not None:
         from orchestrator.packing import plan_packs, resolve_pack_size
 
-        packs = plan_packs(planned, resolve_pack_size(spec), gpu=spec.resources["gpu"] > 0)
+        packs = plan_packs(
+            planned, resolve_pack_size(spec), gpu=spec.resources["gpu"] > 0, slots=concurrency
+        )
         if any(p.size > 1 for p in packs):
             by_id = {t.trial_id: c for t, c in zip(planned, cost, strict=True)}
             jobs = [
@@ -329,7 +331,7 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
             f"early stopping: ASHA on {spec.metric}, grace_period={es['grace_period']} epochs, reduction_factor={es['reduction_factor']:g}"
         )
     out.append(f"retries per failing trial: {spec.retries}")
-    out += _pack_lines(spec, planned if not spec.is_optuna else [])
+    out += _pack_lines(spec, planned if not spec.is_optuna else [], concurrency)
 
     total, how = estimate_seconds(
         spec,

@@ -640,7 +640,7 @@ def run_study(
             remaining = max(0, spec.search.trials - len(suggested))
         else:
             remaining = len(todo)
-        packs = plan_packs(todo, size, gpu=spec.resources.get("gpu", 0) > 0)
+        packs = plan_packs(todo, size, gpu=spec.resources.get("gpu", 0) > 0, slots=concurrency)
         outcome = StudyOutcome(study_dir, planned_n, 0, len(done), 0, 0, False, 0.0, uri)
         if remaining == 0:
             logger.close_study()

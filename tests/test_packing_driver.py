@@ -40,11 +40,24 @@ def test_packs_group_packable_keys_and_keep_plan_order():
     for pack in packs:
         assert len({m.config.hidden for m in pack.members}) == 1
         assert pack.size <= 4
-    assert [p.size for p in packs] == [4, 4, 2, 2]  # ordered by their first member
+    assert [p.size for p in packs] == [3, 3, 3, 3]  # 6 per group at <= 4: balanced 3 + 3
     ids = [m.trial_id for p in packs for m in p.members]
     assert sorted(ids) == sorted(t.trial_id for t in spec.planned_trials())
-    assert packs[0].pack_id == f"{packs[0].members[0].trial_id}+4"
-    assert pack_summary(packs) == "packs: 4 Ray trials for 12 trials (2 of 4, 2 of 2)"
+    assert packs[0].pack_id == f"{packs[0].members[0].trial_id}+3"
+    assert pack_summary(packs) == "packs: 4 Ray trials for 12 trials (4 of 3)"
+
+
+def test_auto_packs_fill_every_concurrent_slot():
+    spec = _spec(factors={"learning_rate": [0.01, 0.02, 0.03, 0.04]}, seeds=[0, 1, 2, 3])
+    planned = spec.planned_trials()  # 16 trials, one group
+    assert [p.size for p in plan_packs(planned, "auto", slots=1)] == [16]
+    assert [p.size for p in plan_packs(planned, "auto", slots=2)] == [8, 8]
+    assert [p.size for p in plan_packs(planned, "auto", slots=3)] == [6, 5, 5]
+    assert len(plan_packs(planned, "auto", slots=40)) == 16  # never below one member
+    assert [p.size for p in plan_packs(planned, 16, slots=2)] == [16]  # explicit: as asked
+    two = _spec(pack_size="auto")  # two groups (hidden 4 / 6) of 6 on 2 slots: no split
+    assert [p.size for p in plan_packs(two.planned_trials(), "auto", slots=2)] == [6, 6]
+    assert sorted(p.size for p in plan_packs(two.planned_trials(), "auto", slots=3)) == [3, 3, 6]
 
 
 def test_pack_size_one_is_off_and_asha_refuses_explicit_packs():
@@ -62,7 +75,7 @@ def test_auto_pack_size_follows_qubits_device_and_memory():
     from model.packing import auto_pack_size
 
     small, big = TrialConfig(qubits=10), TrialConfig(qubits=24)
-    assert auto_pack_size(small, gpu=False) == 8
+    assert auto_pack_size(small, gpu=False) == 16
     assert auto_pack_size(small, gpu=True, memory_bytes=80 << 30) == 64
     assert auto_pack_size(big, gpu=True, memory_bytes=80 << 30) < 8
     assert auto_pack_size(TrialConfig(head="svc"), gpu=True) == 1
