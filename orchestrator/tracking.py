@@ -155,6 +155,8 @@ def _all_runs(client, experiment_id: str, filter_string: str = "") -> list:
 
 
 EPOCH_PREFIX = "epoch/"  # per-epoch curves; plain names hold the trial's final values
+EPOCH_FLUSH_S = 2.0  # per-epoch metrics reach MLflow at most this late while a trial runs
+_BATCH_METRICS = 1000  # MLflow's limit of metrics per log_batch
 
 
 # ------------------------------------------------------------------------------------
@@ -177,6 +179,11 @@ class TrialLogger:
                 f"MLflow store {tracking_uri} refused the study {study!r}: {err}"
             ) from None
         self.runs: dict[str, str] = {}  # trial_id -> run_id
+        # per-epoch metrics wait here and go out in one log_batch per run every
+        # EPOCH_FLUSH_S seconds (and when the trial ends): one SQLite transaction per run and
+        # flush instead of one per member and epoch
+        self._pending: dict[str, list] = {}  # run_id -> [Metric]
+        self._flushed = time.monotonic()
 
     def _existing(self, trial_id: str) -> list:
         return _all_runs(self.client, self.experiment_id, f"tags.`qsweep.trial_id` = '{trial_id}'")
@@ -193,6 +200,7 @@ class TrialLogger:
         """Create the trial's run (a child of the study run); an unfinished run of the same
         trial id (earlier attempt) is replaced. ``tags`` are added (e.g. a pack id)."""
         for old in self._existing(trial_id):
+            self._pending.pop(old.info.run_id, None)
             self.client.delete_run(old.info.run_id)
         from mlflow.entities import Param
 
@@ -227,8 +235,19 @@ class TrialLogger:
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"
         ]
-        if batch:
-            self.client.log_batch(run_id, metrics=batch)
+        self._pending.setdefault(run_id, []).extend(batch)
+        if time.monotonic() - self._flushed >= EPOCH_FLUSH_S:
+            self.flush_epochs()
+
+    def flush_epochs(self, run_id: str | None = None) -> None:
+        """Send the waiting per-epoch metrics (of one run, or of all)."""
+        ids = list(self._pending) if run_id is None else [run_id]
+        for rid in ids:
+            batch = self._pending.pop(rid, [])
+            for lo in range(0, len(batch), _BATCH_METRICS):
+                self.client.log_batch(rid, metrics=batch[lo : lo + _BATCH_METRICS])
+        if run_id is None:
+            self._flushed = time.monotonic()
 
     def finish(
         self,
@@ -243,6 +262,8 @@ class TrialLogger:
         from mlflow.entities import Metric, RunTag
 
         run_id = self.runs.pop(trial_id, None)
+        if run_id is not None:
+            self.flush_epochs(run_id)
         if run_id is None:
             params = {k: row[k] for k in _config_names() if k in row and row[k] is not None}
             params["seed"] = row.get("seed")
@@ -284,6 +305,7 @@ class TrialLogger:
         """A trial cut short by a graceful stop: run KILLED (replaced when --resume reruns it)."""
         run_id = self.runs.pop(trial_id, None)
         if run_id is not None:
+            self.flush_epochs(run_id)
             self.client.set_tag(run_id, "qsweep.status", "interrupted")
             self.client.set_terminated(run_id, status="KILLED")
 
@@ -452,6 +474,7 @@ class TrialLogger:
 
     def close_study(self, *, interrupted: bool = False) -> None:
         """End the study run: FINISHED, or KILLED when the driver was stopped (resume reopens it)."""
+        self.flush_epochs()
         if self.parent_run_id:
             self.client.set_terminated(
                 self.parent_run_id, status="KILLED" if interrupted else "FINISHED"

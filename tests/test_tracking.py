@@ -128,3 +128,42 @@ def test_ui_finds_the_store_and_builds_the_mlflow_command(tmp_path, capsys):
     assert Path(cmd[0]).name == "mlflow" and cmd[1] == "ui"
     assert cmd[cmd.index("--backend-store-uri") + 1] == default_tracking_uri(study)
     assert cmd[cmd.index("--port") + 1] == "5123"
+
+
+def test_epoch_metrics_are_batched_and_none_is_lost(tmp_path, monkeypatch):
+    """800 epochs of 2 members cost a few log_batch calls, and every value arrives when the
+    trial ends (also for a member abandoned by a graceful stop)."""
+    from orchestrator import tracking
+
+    uri = default_tracking_uri(tmp_path)
+    logger = TrialLogger(uri, "study")
+    params = TrialConfig(qubits=5).to_dict()
+    for t in ("p000_s0", "p000_s1"):
+        logger.start(t, point_id="p000", seed=0, params=params)
+    calls = []
+    real = logger.client.log_batch
+    monkeypatch.setattr(
+        logger.client, "log_batch", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    monkeypatch.setattr(tracking, "EPOCH_FLUSH_S", 3600.0)
+    for epoch in range(1, 801):
+        for t in ("p000_s0", "p000_s1"):
+            logger.log_epoch(
+                t, {"epoch": epoch, "val_accuracy": epoch / 1000, "lr": 0.01}, step=epoch
+            )
+    assert calls == []  # nothing sent yet: all waits for the flush
+    row = {
+        "trial_id": "p000_s0",
+        "point_id": "p000",
+        "seed": 0,
+        "status": "completed",
+        "val_accuracy": 0.8,
+    }
+    run_0, run_1 = logger.runs["p000_s0"], logger.runs["p000_s1"]
+    logger.finish("p000_s0", row)
+    logger.abandon("p000_s1")
+    assert len(calls) <= 6  # 1,600 metrics per run in batches of 1,000, + the final metrics
+    for run_id in (run_0, run_1):
+        history = logger.client.get_metric_history(run_id, "epoch/val_accuracy")
+        assert sorted(m.step for m in history) == list(range(1, 801))
+        assert max(m.value for m in history) == pytest.approx(0.8)
