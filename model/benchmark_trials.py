@@ -48,23 +48,27 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def packing(args) -> None:
+def time_pack(cfg: TrialConfig, t: int, epochs: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per epoch of ``t`` packed copies of ``cfg`` (seeds 0..t-1)."""
     from model.training import fit_packed
 
-    data = synthetic_splits()
-    cfg = TrialConfig(qubits=args.qubits, epochs=args.epochs, device=args.device)
+    configs = [cfg.replace(seed=s, epochs=epochs) for s in range(t)]
+    fit_packed(configs[:1], synthetic_splits(n_train=32, n_val=8, n_test=8))  # warm-up
+    _sync(cfg.device)
+    start, cpu0 = time.perf_counter(), time.process_time()
+    fit_packed(configs, synthetic_splits())
+    _sync(cfg.device)
+    return (time.perf_counter() - start) / epochs, (time.process_time() - cpu0) / epochs
+
+
+def packing(args) -> None:
+    cfg = TrialConfig(qubits=args.qubits, device=args.device, cuda_graphs=args.graphs,
+                      shots=args.shots)  # fmt: skip
     base = None
     print(f"packing: {args.qubits} qubits, {args.epochs} epochs, device {args.device}, "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
+          f"cuda_graphs {args.graphs}, shots {args.shots}, {torch.get_num_threads()} threads")  # fmt: skip
     for t in args.pack:
-        configs = [cfg.replace(seed=s) for s in range(t)]
-        fit_packed(configs[:1], synthetic_splits(n_train=32, n_val=8, n_test=8))  # warm-up
-        _sync(args.device)
-        start, cpu0 = time.perf_counter(), time.process_time()
-        fit_packed(configs, data)
-        _sync(args.device)
-        per_epoch = (time.perf_counter() - start) / args.epochs
-        cpu_per_epoch = (time.process_time() - cpu0) / args.epochs
+        per_epoch, cpu_per_epoch = time_pack(cfg, t, args.epochs)
         per_trial_800 = per_epoch * 800 / t
         base = base or per_trial_800
         print(
@@ -136,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pack", type=int, nargs="+", default=[1, 8])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--graphs", default="auto", choices=["auto", "on", "off"],
+                   help="trial.cuda_graphs (CUDA only)")  # fmt: skip
+    p.add_argument("--shots", type=int, default=0, help="trial.shots (0: exact)")
     p.add_argument("--memory", action="store_true", help="adjoint vs autograd: one step's memory")
     p.add_argument("--_step", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -170,3 +170,19 @@ def test_sklearn_configs_are_fitted_one_by_one():
     results = fit_packed(configs, data)
     assert [r.config["seed"] for r in results] == [0, 1]
     assert results[0].val_accuracy == fit(configs[0], data).val_accuracy
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_script_smoke_on_cpu(capsys):
+    """The device-machine benchmark (model.benchmark_gpu) runs end to end; on the CPU only
+    its 10-qubit part, with graphs off."""
+    import json
+
+    from model import benchmark_gpu
+
+    code = benchmark_gpu.main(["--device", "cpu", "--quick", "--epochs", "1", "--packs", "2"])
+    out = capsys.readouterr().out
+    rows = json.loads(out.strip().splitlines()[-1])["rows"]
+    assert code == 0
+    assert [(r["T"], r["graphs"]) for r in rows] == [(1, "off"), (1, "off"), (2, "off")]
+    assert all(r["s_per_epoch"] > 0 for r in rows) and "| 10q pack |" in out
