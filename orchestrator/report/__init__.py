@@ -64,7 +64,10 @@ def build_combined_report(
 def _studies_section(study: StudyData) -> Section:
     import pandas as pd
 
-    section = Section("Studies", notes=list(study.notes))
+    # the notes on settings held fixed concern the factor analysis, which a combined
+    # report leaves to the per-study reports
+    notes = [n for n in study.notes if "the factor analysis uses" not in n]
+    section = Section("Studies", notes=notes)
     rows = []
     for name, group in study.table.groupby("study", sort=False):
         done = group[group["status"] == "completed"]

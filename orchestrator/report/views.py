@@ -116,11 +116,12 @@ def model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, li
     classical head (named in ``best_classical``).
     """
     by_encoder = encoder_levels(frame)
+    studies = "study" in frame.columns and frame["study"].nunique() > 1
     if not by_encoder:
-        return _model_comparison(frame, metric)
+        return _model_comparison(frame, metric, studies)
     parts, notes = [], []
     for enc in by_encoder:
-        table, part_notes = _model_comparison(frame[raw(frame, ENCODER) == enc], metric)
+        table, part_notes = _model_comparison(frame[raw(frame, ENCODER) == enc], metric, studies)
         table.insert(0, ENCODER, enc)
         parts.append(table)
         notes += [f"{ENCODER} = {enc}: {n}" for n in part_notes]
@@ -137,8 +138,10 @@ def _mean_ci(values: pd.Series, confidence: float = 0.95) -> tuple[float, float]
     return mean, float(stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n))
 
 
-def _model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
-    studies = "study" in frame.columns and frame["study"].nunique() > 1
+def _model_comparison(
+    frame: pd.DataFrame, metric: str, studies: bool
+) -> tuple[pd.DataFrame, list[str]]:
+    """``studies``: one row per study and family (a combined report of several studies)."""
     cols = [
         *(["study"] if studies else []),
         "family",
