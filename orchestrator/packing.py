@@ -5,8 +5,9 @@ Trials whose configs differ only in ``model.training.PACKABLE_KEYS`` (seed, lear
 rate, LR decay, weight decay) are grouped in plan order and cut into packs of at most
 ``pack_size`` members. Trials with different data settings (``PlannedTrial.data``: a
 ``data.*`` factor) never share a pack. Packs of one group have balanced sizes, and
-``auto`` splits packs until every concurrent slot has one. Each member keeps its own trial id, row and MLflow run; the pack
-id only tags them. Pure Python: no Ray, testable on its own.
+``auto`` splits packs until every concurrent slot has one. Each member keeps its own
+trial id, row and MLflow run; the pack id only tags them. Pure Python: no Ray, testable
+on its own.
 
     packs = plan_packs(spec.planned_trials(), resolve_pack_size(spec), gpu=False, slots=2)
 """
