@@ -19,6 +19,7 @@ from scipy import stats
 
 __all__ = [
     "main_effects",
+    "mean_interval",
     "effect_ranking",
     "anova",
     "interactions",
@@ -38,6 +39,18 @@ def level_order(values: pd.Series) -> list[Any]:
         return sorted(levels, key=str)
 
 
+def mean_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean, sample sd and the half-width ``t_{(1+confidence)/2, n-1} * sd / sqrt(n)`` of
+    the mean's two-sided t-interval; sd and half-width are NaN for n < 2 (all NaN for 0)."""
+    y = np.asarray(values, dtype=float)
+    n = len(y)
+    mean = float(np.mean(y)) if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = float(np.std(y, ddof=1))
+    return mean, sd, float(stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n))
+
+
 def main_effects(
     frame: pd.DataFrame, factors: list[str], metric: str, *, confidence: float = 0.95
 ) -> pd.DataFrame:
@@ -52,13 +65,7 @@ def main_effects(
         for level in level_order(frame[f]):
             y = frame.loc[frame[f] == level, metric].astype(float).to_numpy()
             n = len(y)
-            mean = float(np.mean(y)) if n else math.nan
-            sd = float(np.std(y, ddof=1)) if n > 1 else math.nan
-            half = (
-                float(stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n))
-                if n > 1
-                else math.nan
-            )
+            mean, sd, half = mean_interval(y, confidence)
             rows.append(
                 {
                     "factor": f,

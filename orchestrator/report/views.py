@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from model.errors import QsweepError
 from model.heads.registry import CLASSICAL_HEADS, ENCODER_HEADS, QUANTUM_HEADS
-from orchestrator.report.effects import level_order
+from orchestrator.report.effects import level_order, mean_interval
 from orchestrator.report.study import CONFIG_FIELDS, StudyData
 
 ENCODER = "data.encoder"  # the data factor the paper views group by
@@ -128,16 +127,6 @@ def model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, li
     return pd.concat(parts, ignore_index=True), notes
 
 
-def _mean_ci(values: pd.Series, confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of its t-interval (NaN for one value)."""
-    n = len(values)
-    mean = float(values.mean())
-    if n < 2:
-        return mean, math.nan
-    sd = float(values.std(ddof=1))
-    return mean, float(stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n))
-
-
 def _model_comparison(
     frame: pd.DataFrame, metric: str, studies: bool
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -167,7 +156,7 @@ def _model_comparison(
     for key, group in data.groupby(keys, dropna=False, sort=True):
         *study, family, q = key
         best = group.loc[group[metric].idxmax()]
-        mean, ci = _mean_ci(group[metric].astype(float))
+        mean, _, ci = mean_interval(group[metric])
         rows.append(
             {
                 **({"study": study[0]} if studies else {}),
