@@ -116,16 +116,25 @@ def _fmt_level(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _pack_lines(spec, planned, concurrency: int) -> list[str]:
+def _plan_packs(spec, planned, concurrency: int):
+    """The packs the driver will run (None for Optuna, which packs each suggestion's seeds)."""
+    from orchestrator.packing import plan_packs, resolve_pack_size
+
+    if spec.is_optuna:
+        return None
+    gpu = spec.resources.get("gpu", 0) > 0
+    return plan_packs(planned, resolve_pack_size(spec), gpu=gpu, slots=concurrency)
+
+
+def _pack_lines(spec, packs) -> list[str]:
     """How trials are packed into Ray trials (model.training.fit_packed)."""
-    from orchestrator.packing import pack_summary, plan_packs, resolve_pack_size
+    from orchestrator.packing import pack_summary, resolve_pack_size
 
     size = resolve_pack_size(spec)
     gpu = spec.resources.get("gpu", 0) > 0
     how = f"pack_size {size}" + (f" for a {'GPU' if gpu else 'CPU'}" if size == "auto" else "")
-    if spec.is_optuna:
+    if packs is None:
         return [f"packing ({how}): each suggestion trains its {len(spec.seeds)} seeds together"]
-    packs = plan_packs(planned, size, gpu=gpu, slots=concurrency)
     lines = [f"packing ({how}): {pack_summary(packs)[len('packs: ') :]}"]
     if any(p.size > 1 for p in packs):
         for pack in packs[:12]:
@@ -202,14 +211,15 @@ def _data_lines(spec, planned) -> tuple[list[str], float]:
 
 
 def estimate_seconds(
-    spec, configs, sizes, concurrency: int, study_dir: Path, *, planned=None
+    spec, configs, sizes, concurrency: int, study_dir: Path, *, planned=None, packs=None
 ) -> tuple[float, str]:
     """Modelled wall seconds of a study and how they were modelled.
 
     Each trial alone costs epochs x (the median measured s/epoch of the study's
-    completed trials, or :func:`seconds_per_epoch`); ``planned`` trials are grouped into
-    the packs the driver will run (:func:`pack_cost_factor`); the Ray trials are then
-    laid out first-come first-served on ``concurrency`` slots.
+    completed trials, or :func:`seconds_per_epoch`); ``planned`` trials (``configs`` in
+    the same order) are grouped into ``packs`` (default: the packs the driver will run;
+    :func:`pack_cost_factor`); the Ray trials are then laid out first-come first-served
+    on ``concurrency`` slots.
     """
     measured = _measured_s_per_epoch(study_dir)
     cost = [  # seconds of each trial alone
@@ -219,11 +229,8 @@ def estimate_seconds(
     ]
     jobs, packed = cost, ""
     if planned is not None:
-        from orchestrator.packing import plan_packs, resolve_pack_size
-
-        packs = plan_packs(
-            planned, resolve_pack_size(spec), gpu=spec.resources["gpu"] > 0, slots=concurrency
-        )
+        if packs is None:
+            packs = _plan_packs(spec, planned, concurrency)
         if any(p.size > 1 for p in packs):
             by_id = {t.trial_id: c for t, c in zip(planned, cost, strict=True)}
             jobs = [
@@ -331,7 +338,8 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
             f"early stopping: ASHA on {spec.metric}, grace_period={es['grace_period']} epochs, reduction_factor={es['reduction_factor']:g}"
         )
     out.append(f"retries per failing trial: {spec.retries}")
-    out += _pack_lines(spec, planned if not spec.is_optuna else [], concurrency)
+    packs = _plan_packs(spec, None if spec.is_optuna else planned, concurrency)
+    out += _pack_lines(spec, packs)
 
     total, how = estimate_seconds(
         spec,
@@ -340,6 +348,7 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
         concurrency,
         study_dir,
         planned=None if spec.is_optuna else planned,
+        packs=packs,
     )
     epochs = sum(1 if is_epochless(c.head) else c.epochs for c in configs)
     out.append(

@@ -264,7 +264,7 @@ class TrialLogger:
         run_id = self.runs.pop(trial_id, None)
         if run_id is not None:
             self.flush_epochs(run_id)
-        if run_id is None:
+        else:
             params = {k: row[k] for k in _config_names() if k in row and row[k] is not None}
             params["seed"] = row.get("seed")
             run_id = self.start(
