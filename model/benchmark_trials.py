@@ -3,12 +3,16 @@
     .venv/bin/python -m model.benchmark_trials                  # packing: 10 qubits, T = 1 vs 8
     .venv/bin/python -m model.benchmark_trials --pack 1 8 64 --epochs 3 --device cuda
     .venv/bin/python -m model.benchmark_trials --memory --qubits 18   # adjoint vs autograd
+    .venv/bin/python -m model.benchmark_trials --pack 8 --threads 1 --kernel both --parallel 2
 
 Packing: the paper's 10-qubit head (R=4, N=1, M=2, C=1, Rot, 5 encoder layers, batch
 16, paper protocol sizes 435/77) trained with ``fit_packed`` for a few epochs at each
 pack size; prints seconds per epoch per pack, the 800-epoch time per trial and the
 speed-up per trial over T = 1. Embeddings are 768-d Gaussian vectors (the simulation
-cost does not depend on their values).
+cost does not depend on their values). ``--kernel both`` times every pack size with the
+compiled CPU kernel (``trial.cpu_kernel``) on and off, alternating, and prints the ratio;
+``--parallel P`` runs P packs at once in P processes (as the driver fills P CPU slots)
+and reports the throughput: wall-clock seconds per trial when all P * T trials finish.
 
 Memory: one training step (forward, backward, Adam) of the paper head at ``--qubits``,
 batch 16, once with ``trial.gradient=autograd`` and once with ``adjoint``, each in a
@@ -61,29 +65,53 @@ def time_pack(cfg: TrialConfig, t: int, epochs: int) -> tuple[float, float]:
     return (time.perf_counter() - start) / epochs, (time.process_time() - cpu0) / epochs
 
 
+def time_parallel(args, t: int, kernel: str) -> float:
+    """Seconds per epoch of ``args.parallel`` packs of ``t`` run at once, one process each."""
+    cmd = [sys.executable, "-m", "model.benchmark_trials", "--_pack", str(t), "--epochs",
+           str(args.epochs), "--threads", str(args.threads), "--kernel", kernel,
+           "--qubits", str(args.qubits), "--device", args.device]  # fmt: skip
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.parallel)]
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"a parallel pack failed: {cmd}")
+    return max(json.loads(o.strip().splitlines()[-1])["epoch_s"] for o in outs)
+
+
 def packing(args) -> None:
-    cfg = TrialConfig(qubits=args.qubits, device=args.device, cuda_graphs=args.graphs,
-                      shots=args.shots)  # fmt: skip
-    base = None
+    kernels = ["on", "off"] if args.kernel == "both" else [args.kernel]
+    p = args.parallel
     print(f"packing: {args.qubits} qubits, {args.epochs} epochs, device {args.device}, "
-          f"cuda_graphs {args.graphs}, shots {args.shots}, {torch.get_num_threads()} threads")  # fmt: skip
+          f"cuda_graphs {args.graphs}, shots {args.shots}, {args.threads} threads per process, "
+          f"{p} pack(s) at once, cpu_kernel {'/'.join(kernels)}")  # fmt: skip
+    base: dict[str, float] = {}
     for t in args.pack:
-        per_epoch, cpu_per_epoch = time_pack(cfg, t, args.epochs)
-        per_trial_800 = per_epoch * 800 / t
-        base = base or per_trial_800
-        print(
-            f"  T={t:3d}: {per_epoch:7.2f} s/epoch per pack (CPU time {cpu_per_epoch:.2f} s); "
-            f"800 epochs: {per_trial_800 / 60:6.2f} min per trial ({base / per_trial_800:4.1f}x "
-            f"T=1 per trial, {PAPER_HOURS_10Q * 3600 / per_trial_800:6.0f}x the paper's 6.8 h)",
-            flush=True,
-        )
+        per_trial = {}
+        for kernel in kernels:
+            cfg = TrialConfig(qubits=args.qubits, device=args.device, cuda_graphs=args.graphs,
+                              shots=args.shots, cpu_kernel=kernel)  # fmt: skip
+            if p > 1:
+                per_epoch = time_parallel(args, t, kernel)
+                cpu = ""
+            else:
+                per_epoch, cpu_per_epoch = time_pack(cfg, t, args.epochs)
+                cpu = f" (CPU time {cpu_per_epoch:.2f} s)"
+            per_trial[kernel] = per_epoch * 800 / (t * p)
+            base.setdefault(kernel, per_trial[kernel])
+            print(
+                f"  T={t:3d} kernel {kernel:4s}: {per_epoch:7.2f} s/epoch per pack{cpu}; 800 "
+                f"epochs: {per_trial[kernel] / 60:6.2f} min per trial ({base[kernel] / per_trial[kernel]:4.1f}x "
+                f"T={args.pack[0]} per trial, {PAPER_HOURS_10Q * 3600 / per_trial[kernel]:6.0f}x the paper's 6.8 h)",
+                flush=True,
+            )
+        if len(kernels) == 2:
+            print(f"  T={t:3d}: kernel on is {per_trial['off'] / per_trial['on']:.2f}x kernel off")
 
 
-def one_step(qubits: int, gradient: str, device: str) -> dict:
+def one_step(qubits: int, gradient: str, device: str, kernel: str = "auto") -> dict:
     """One timed training step in this process; returns time and peak memory."""
     from model.heads.quantum import QuantumHead
 
-    cfg = TrialConfig(qubits=qubits, gradient=gradient)
+    cfg = TrialConfig(qubits=qubits, gradient=gradient, cpu_kernel=kernel)
     head = QuantumHead(cfg, 768, adjoint=gradient == "adjoint").to(device)
     opt = torch.optim.Adam(head.parameters(), lr=1e-3)
     x = torch.randn(16, 768, device=device)
@@ -108,11 +136,13 @@ def one_step(qubits: int, gradient: str, device: str) -> dict:
 
 
 def memory(args) -> None:
-    print(f"one training step, {args.qubits} qubits, batch 16, device {args.device}")
+    kernel = "off" if args.kernel == "both" else args.kernel
+    print(f"one training step, {args.qubits} qubits, batch 16, device {args.device}, "
+          f"cpu_kernel {kernel}")  # fmt: skip
     rows = {}
     for gradient in ("autograd", "adjoint"):
         cmd = [sys.executable, "-m", "model.benchmark_trials", "--_step", gradient,
-               "--qubits", str(args.qubits), "--device", args.device]  # fmt: skip
+               "--qubits", str(args.qubits), "--device", args.device, "--kernel", kernel]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"  {gradient:8s}: failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -143,12 +173,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--graphs", default="auto", choices=["auto", "on", "off"],
                    help="trial.cuda_graphs (CUDA only)")  # fmt: skip
     p.add_argument("--shots", type=int, default=0, help="trial.shots (0: exact)")
+    p.add_argument("--kernel", default="auto", choices=["auto", "on", "off", "both"],
+                   help="trial.cpu_kernel; both: on and off in one run, with the ratio")  # fmt: skip
+    p.add_argument("--parallel", type=int, default=1, help="packs at once, one process each")
     p.add_argument("--memory", action="store_true", help="adjoint vs autograd: one step's memory")
     p.add_argument("--_step", help=argparse.SUPPRESS)
+    p.add_argument("--_pack", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args._step:
-        print(json.dumps(one_step(args.qubits or 18, args._step, args.device)))
+        print(json.dumps(one_step(args.qubits or 18, args._step, args.device, args.kernel)))
+        return
+    if args._pack:
+        cfg = TrialConfig(qubits=args.qubits or 10, device=args.device, cpu_kernel=args.kernel)
+        print(json.dumps({"epoch_s": time_pack(cfg, args._pack, args.epochs)[0]}))
         return
     if args.memory:
         args.qubits = args.qubits or 18

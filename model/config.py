@@ -30,6 +30,7 @@ COMBINES = ("mean", "linear")
 PROTOCOLS = ("paper", "splits")
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_GRAPHS = ("auto", "on", "off")
+CPU_KERNELS = ("auto", "on", "off")
 GRADIENTS = ("auto", "adjoint", "autograd")
 DEFAULT_ENCODER = "sentence-transformers/paraphrase-mpnet-base-v2"
 
@@ -86,6 +87,9 @@ class TrialConfig:
         "auto"  # auto (on for CUDA) | on | off: capture the training step once, replay it
     )
     gradient: str = "auto"  # auto (adjoint from 14 qubits) | adjoint | autograd
+    # auto (on where a C compiler is present) | on | off: noise-free circuits on the CPU
+    # run in the compiled kernel of model/quantum/cpu_kernel.py instead of torch ops
+    cpu_kernel: str = "auto"
 
     # ---------------------------------------------------------------------------------
     @classmethod
@@ -111,6 +115,7 @@ class TrialConfig:
         _choice(self, "device", DEVICES)
         _choice(self, "cuda_graphs", CUDA_GRAPHS)
         _choice(self, "gradient", GRADIENTS)
+        _choice(self, "cpu_kernel", CPU_KERNELS)
         for key in ("qubits", "encoders", "epochs", "batch_size", "eval_batch_size"):
             _at_least(self, key, 1)
         for key in ("encoder_layers", "reupload_layers", "main_layers", "shots", "hidden", "seed"):

@@ -196,3 +196,12 @@ def test_permute_amplitudes_equals_indexing():
     state = torch.randn(2, 5, 8, dtype=torch.complex64)
     assert torch.equal(sv.permute_amplitudes(state, perm), state[..., perm])
     assert torch.equal(sv.permute_amplitudes(state[:, ::2], perm), state[:, ::2][..., perm])
+
+
+def test_probabilities_gradient_is_autograds_of_re2_plus_im2():
+    psi = torch.randn(3, 8, dtype=torch.complex128, requires_grad=True)
+    assert torch.autograd.gradcheck(sv.probabilities, (psi,))
+    w = torch.randn(3, 8, dtype=torch.float64)
+    (got,) = torch.autograd.grad((sv.probabilities(psi) * w).sum(), psi)
+    (want,) = torch.autograd.grad(((psi.real.square() + psi.imag.square()) * w).sum(), psi)
+    torch.testing.assert_close(got, want)

@@ -36,7 +36,7 @@ from model.quantum.circuits import (
 )
 from model.quantum.encoding import amplitude_encode, split_chunks
 from model.quantum.noise import shot_probs
-from model.quantum.statevector import probabilities, z_expectations, zz_expectations, zz_pairs
+from model.quantum.statevector import z_expectations, zz_expectations, zz_pairs
 
 __all__ = [
     "QuantumHead",
@@ -102,7 +102,7 @@ class SimulatedQuantumEncoder(nn.Module):
         self.qubits, self.encoders, self.adjoint = q, e, adjoint
         t = len(generators)
         spec = sqe_spec(config)
-        self.runner = CircuitRunner(spec)
+        self.runner = CircuitRunner(spec, cpu_kernel=config.cpu_kernel)
         per = params_per_rotation(config.rotation)
         self.weights = nn.Parameter(
             _stack_init((spec.n_layers, e, q, per), generators)
@@ -130,8 +130,7 @@ class SimulatedQuantumEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         chunks = split_chunks(x.to(self.weights.dtype), self.encoders)  # (B, T, E, chunk)
         state = amplitude_encode(chunks, self.qubits, offset=self._offset())  # (B, T, E, 2**q) real
-        state = self.runner(state, self.weights, adjoint=self.adjoint)
-        probs = probabilities(state)
+        probs = self.runner(state, self.weights, adjoint=self.adjoint, probs=True)
         z = z_expectations(probs, self.qubits)  # (B, T, E, q)
         if self.readout is not None:
             zz = zz_expectations(probs, self.qubits, self.pairs)  # (B, T, E, n_pairs)
@@ -181,7 +180,7 @@ class PQC(nn.Module):
     def __init__(self, config: TrialConfig, generators, *, adjoint: bool = False) -> None:
         super().__init__()
         self.spec = pqc_spec(config)
-        self.runner = CircuitRunner(self.spec)
+        self.runner = CircuitRunner(self.spec, cpu_kernel=config.cpu_kernel)
         self.qubits = config.qubits
         self.input_scale = float(config.input_scale)
         self.shots = config.shots
@@ -194,8 +193,9 @@ class PQC(nn.Module):
         )
         self.weights.member_axis = 1  # (L, T, q, P)
 
-    def final_state(self, z: Tensor, *, noisy: bool = True) -> Tensor:
-        """``(B, T, q) -> (B, T, 2**q)`` state after the circuit (one trajectory per sample)."""
+    def final_state(self, z: Tensor, *, noisy: bool = True, probs: bool = False) -> Tensor:
+        """``(B, T, q) -> (B, T, 2**q)`` state after the circuit (one trajectory per sample),
+        or with ``probs`` its Born probabilities."""
         state = torch.zeros(
             *z.shape[:-1], 2**self.qubits, dtype=self.weights.dtype, device=z.device
         )
@@ -210,10 +210,11 @@ class PQC(nn.Module):
             p2=p2,
             generator=self.noise_rng,
             adjoint=self.adjoint,
+            probs=probs,
         )
 
     def forward(self, z: Tensor) -> Tensor:
-        probs = probabilities(self.final_state(z))
+        probs = self.final_state(z, probs=True)
         probs = shot_probs(probs, self.shots, training=self.training, generator=self.noise_rng)
         return z_expectations(probs, self.qubits)
 

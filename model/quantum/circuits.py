@@ -36,11 +36,19 @@ import torch
 from torch import Tensor, nn
 
 from model.config import TrialConfig
+from model.errors import ConfigError
+from model.quantum import cpu_kernel
 from model.quantum import noise as qnoise
 from model.quantum.adjoint import run_steps
 from model.quantum.encoding import angle_matrices
 from model.quantum.gates import rot_matrix, ry_matrix_real
-from model.quantum.statevector import block_bounds, cnot_permutation, kron_block, member_major
+from model.quantum.statevector import (
+    block_bounds,
+    cnot_permutation,
+    kron_block,
+    member_major,
+    probabilities,
+)
 
 __all__ = [
     "Op",
@@ -161,10 +169,16 @@ class CircuitRunner(nn.Module):
     """
 
     def __init__(
-        self, spec: CircuitSpec, *, block: int | None = None, fuse_encoding: bool = FUSE_ENCODING
+        self,
+        spec: CircuitSpec,
+        *,
+        block: int | None = None,
+        fuse_encoding: bool = FUSE_ENCODING,
+        cpu_kernel: str = "off",
     ) -> None:
         super().__init__()
         self.spec = spec
+        self.cpu_kernel = cpu_kernel  # auto | on | off: see _use_kernel
         self.block = default_block(spec.n_qubits) if block is None else block
         self.fuse_encoding = fuse_encoding
         self.bounds = block_bounds(spec.n_qubits, self.block)
@@ -189,6 +203,75 @@ class CircuitRunner(nn.Module):
         firsts = [first for first, _ in self.bounds]
         return [list(zip(firsts, blocks, strict=True)) for blocks in zip(*per_block, strict=True)]
 
+    def _use_kernel(self, state: Tensor, weights: Tensor, noisy: bool) -> bool:
+        """The compiled CPU kernel runs noise-free float32 circuits on the CPU; its backward
+        is adjoint differentiation, so it serves ``gradient`` autograd and adjoint alike.
+        ``auto``: wherever it builds; ``on``: an error where it cannot be built."""
+        if self.cpu_kernel == "off":
+            return False
+        n = self.spec.n_qubits
+        supported = (
+            state.device.type == "cpu"
+            and weights.dtype == torch.float32
+            and state.dtype in (torch.float32, torch.complex64)
+            and not noisy
+            and n <= cpu_kernel.MAX_QUBITS
+        )
+        if not supported:
+            return False
+        if self.cpu_kernel == "on" and not cpu_kernel.available(n):
+            raise ConfigError(
+                f"trial.cpu_kernel = 'on' but the CPU kernel cannot be built: "
+                f"{cpu_kernel.build_error(n)}; allowed: auto (falls back to torch) | off."
+            )
+        return cpu_kernel.available(n)
+
+    def _run_kernel(self, state: Tensor, mats: Tensor, enc: Tensor | None, probs: bool) -> Tensor:
+        """The whole circuit in one call of the CPU kernel: gate layers (an encode op fused
+        into the rotation layer after it) and CNOT-block permutations. Returns the final
+        state, or with ``probs`` its probabilities (computed by the kernel)."""
+        spec, n = self.spec, self.spec.n_qubits
+        batch = state.shape[:-1]
+        gate_layers: list[Tensor] = []
+        prog: list[int] = []
+        pending = None  # an encode op waiting for the rotation layer after it
+        for op in spec.ops:
+            if op.kind == ENCODE:
+                if enc is None:
+                    raise ValueError("this circuit has encode ops but no latent z was given")
+                if pending is not None:
+                    prog.append(len(gate_layers))
+                    gate_layers.append(pending)
+                pending = enc
+            elif op.kind == ROTATE:
+                m = mats[op.index]  # (*wb, q, 2, 2), right-aligned with the state's batch
+                if pending is not None:
+                    m, pending = m @ pending.to(m.dtype), None
+                prog.append(len(gate_layers))
+                gate_layers.append(m)
+            elif n > 1:
+                if pending is not None:
+                    prog.append(len(gate_layers))
+                    gate_layers.append(pending)
+                    pending = None
+                prog.append(-1)
+        if pending is not None:
+            prog.append(len(gate_layers))
+            gate_layers.append(pending)
+        if not gate_layers:
+            return probabilities(state) if probs else state
+        gates = torch.stack(
+            [g.to(torch.complex64).expand(*batch, n, 2, 2) for g in gate_layers], dim=-4
+        )
+        final, p = cpu_kernel.run_circuit(
+            state.reshape(-1, 2**n),  # float32 (amplitude encoding, |0>) or complex64
+            gates.reshape(-1, len(gate_layers), n, 2, 2),
+            prog,
+            self.perm,
+            self.inverse,
+        )
+        return (p if probs else final).reshape(*batch, 2**n)
+
     def forward(
         self,
         state: Tensor,
@@ -200,16 +283,20 @@ class CircuitRunner(nn.Module):
         p2: float = 0.0,
         generator=None,
         adjoint: bool = False,
+        probs: bool = False,
     ) -> Tensor:
-        """Final state ``(*batch, 2**q)``. ``generator``: None, a torch.Generator or a
-        :class:`model.quantum.rng.MemberRNG` (packed trials); ``adjoint``: keep only a few
-        states for the backward (:mod:`model.quantum.adjoint`)."""
+        """Final state ``(*batch, 2**q)``, or with ``probs`` its Born probabilities.
+        ``generator``: None, a torch.Generator or a :class:`model.quantum.rng.MemberRNG`
+        (packed trials); ``adjoint``: keep only a few states for the backward
+        (:mod:`model.quantum.adjoint`)."""
         spec, n = self.spec, self.spec.n_qubits
         noisy = p1 > 0 or p2 > 0
         mats = layer_matrices(weights, spec.rotation)  # (L, *wb, q, 2, 2)
+        enc = angle_matrices(z, input_scale) if z is not None else None  # (*batch, q, 2, 2) real
+        if self._use_kernel(state, weights, noisy):
+            return self._run_kernel(state, mats, enc, probs)
         if spec.is_real is False and not state.is_complex():
             state = state.to(mats.dtype)  # static dtype decision: complex from the start
-        enc = angle_matrices(z, input_scale) if z is not None else None  # (*batch, q, 2, 2) real
         fuse = self.fuse_encoding and not noisy and enc is not None and bool(self.fused)
         if fuse:
             # encode + rotation layer -> one per-sample layer (identity for the other layers)
@@ -278,7 +365,8 @@ class CircuitRunner(nn.Module):
             flush()
         members = weights.dim() - 3  # the weights' batch axes (T, E, ...)
         if members == 0 or len(batch) <= members:
-            return run_steps(state, steps, blocks, n, self.perm, self.inverse, adjoint=adjoint)
+            out = run_steps(state, steps, blocks, n, self.perm, self.inverse, adjoint=adjoint)
+            return probabilities(out) if probs else out
         # packed trials: simulate member-major, (B, T, E, N) -> (T, E, B, N)
         order, back = member_major(len(batch), members)
         samples = len(batch) - members
@@ -306,4 +394,5 @@ class CircuitRunner(nn.Module):
             self.inverse,
             adjoint=adjoint,
         )
-        return out.permute(*back, len(batch))
+        out = out.permute(*back, len(batch))
+        return probabilities(out) if probs else out

@@ -249,8 +249,24 @@ def apply_cz(state: Tensor, a: int, b: int, n: int) -> Tensor:
 def probabilities(state: Tensor) -> Tensor:
     """Born probabilities ``(*batch, 2**n)`` (real)."""
     if state.is_complex():
-        return state.real.square() + state.imag.square()
+        return _Born.apply(state)
     return state.square()
+
+
+class _Born(torch.autograd.Function):
+    """``|psi|^2`` of a complex state with a one-op backward, ``2 g psi`` (PyTorch's complex
+    convention). Autograd's own graph for ``re^2 + im^2`` zero-fills two full-size
+    gradients, about 2x slower for the 10-qubit head on the CPU."""
+
+    @staticmethod
+    def forward(ctx, state: Tensor) -> Tensor:
+        ctx.save_for_backward(state)
+        return state.real.square() + state.imag.square()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (state,) = ctx.saved_tensors
+        return state * (2 * grad)
 
 
 @functools.lru_cache(maxsize=32)
