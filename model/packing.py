@@ -24,9 +24,10 @@ __all__ = [
 PACKABLE_KEYS = ("seed", "learning_rate", "lr_decay", "weight_decay")
 
 # From this register size on, circuits are differentiated by un-computing them (adjoint):
-# peak memory a few states instead of about two per circuit step. Measured with
-# `python -m model.benchmark_trials --memory --qubits Q` (README "Adjoint gradients"):
-# at 10 qubits adjoint is 1.24x slower, at 14 qubits 0.46x the time, at 18 0.70x.
+# peak memory a few states instead of about two per circuit step. Measured on the torch
+# path with `python -m model.benchmark_trials --memory --qubits Q --kernel off` (README
+# "Adjoint gradients"): at 10 qubits adjoint is 1.24x slower, at 14 qubits 0.46x the time,
+# at 18 0.70x. The CPU kernel (trial.cpu_kernel) is adjoint at every size either way.
 ADJOINT_MIN_QUBITS = 14
 
 
@@ -37,10 +38,11 @@ def use_adjoint(config: TrialConfig) -> bool:
     return config.gradient == "adjoint"
 
 
-# Largest automatic pack: on a CPU the 10-qubit head runs 1.6x faster per trial at 8
-# members and 2.0x at 16 than alone (`python -m model.benchmark_trials --pack 1 8 16`,
-# 1 thread, 2026-12-02); a GPU keeps gaining until memory or 64 members. The planner
-# splits packs further so that every concurrent slot gets one (orchestrator/packing.py).
+# Largest automatic pack: on a CPU the 10-qubit head runs 2.6x faster per trial at 8
+# members and 3.0x at 16 than alone with the CPU kernel (2.0x and 2.1x on the torch path;
+# `python -m model.benchmark_trials --pack 1 8 16 --kernel both`, 1 thread, 2026-12-02);
+# a GPU keeps gaining until memory or 64 members. The planner splits packs further so
+# that every concurrent slot gets one (orchestrator/packing.py).
 AUTO_PACK_MAX = {"cpu": 16, "gpu": 64}
 
 

@@ -82,7 +82,13 @@ def test_auto_pack_size_follows_qubits_device_and_memory():
 
 
 def test_dry_run_cost_counts_packs_and_fifo_slots(tmp_path):
-    from orchestrator.plan import _makespan, estimate_seconds, pack_cost_factor, plan_text
+    from orchestrator.plan import (
+        PACK_SHARED,
+        _makespan,
+        estimate_seconds,
+        pack_cost_factor,
+        plan_text,
+    )
 
     assert pack_cost_factor(1) == 1.0 and pack_cost_factor(8) < pack_cost_factor(2) < 1.0
     assert _makespan([3.0, 1.0, 1.0, 1.0], 2) == 3.0  # the long job sets the wall time
@@ -97,11 +103,13 @@ def test_dry_run_cost_counts_packs_and_fifo_slots(tmp_path):
         )
 
     (alone, how_alone), (packed, how_packed) = estimate(1), estimate(6)
-    assert "packs" not in how_alone and "2 packs at 0.5 + 0.5/T" in how_packed
-    # 12 equal trials on 2 slots alone; 2 packs of 6 at (0.5 + 0.5/6) x 6 trials each
-    assert packed / alone == pytest.approx(3.5 / 6)
+    model = f"packs at {PACK_SHARED:g} + {1 - PACK_SHARED:g}/T"
+    assert "packs" not in how_alone and f"2 {model}" in how_packed
+    # 12 equal trials on 2 slots alone: 6 trial-times; 2 packs of 6, one per slot, each
+    # (shared + (1 - shared)/6) x 6 trial-times
+    assert packed / alone == pytest.approx((PACK_SHARED * 6 + 1 - PACK_SHARED) / 6)
     text = plan_text(_spec(pack_size=6), concurrency=2, study_dir=tmp_path / "none")
-    assert "packs at 0.5 + 0.5/T" in text
+    assert model in text
 
 
 # --- real Ray, real fit_packed ------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Modules: ``gates`` (matrices as pure functions), ``statevector`` (batched states, fused
 layers, permutation entanglers, expectations), ``encoding`` (amplitude / angle),
-``circuits`` (ansatz from a TrialConfig, compiled runner), ``noise`` (shot noise,
+``circuits`` (ansatz from a TrialConfig, compiled runner), ``cpu_kernel`` (the compiled
+C kernel noise-free CPU circuits run in), ``adjoint`` (un-computing backward of the torch
+path), ``noise`` (shot noise,
 Pauli-trajectory depolarizing), ``density`` (exact density-matrix reference),
 ``qasm`` (OpenQASM 2.0 export), ``benchmark`` (``python -m model.quantum.benchmark``).
 Qubit 0 is the most significant bit of the statevector index everywhere.

@@ -1,41 +1,41 @@
-"""A fused CPU kernel for the circuits: one pass per gate on a cache-resident state.
+"""A compiled CPU kernel for the circuits: eight states in the lanes of one vector.
 
 The torch path (:mod:`model.quantum.statevector`) applies a layer as Kronecker-block
 GEMMs over the whole batch: every block, permutation and autograd copy is a pass over
-all states in memory (128 states of 10 qubits are 1 MB, more than a core's L2), and the
-10-qubit head runs at under 10 % of the CPU's arithmetic peak. This kernel instead takes
-one state at a time, keeps it in L1 as separate real and imaginary planes, and applies
-every 2x2 gate of every layer and every CNOT-block permutation to it before moving on;
-the inner loops are plain C that gcc vectorises (``-O3 -march=native``).
+all states in memory (128 states of 10 qubits are 1 MB), and the 10-qubit head ran at
+under 10 % of the CPU's arithmetic peak. This kernel takes the batch eight states at a
+time and stores them lane by lane (amplitude ``i`` of state ``v`` at ``re[8 i + v]``, real
+and imaginary planes apart), so that a 2x2 gate on *any* qubit is a loop over amplitude
+pairs whose body is one 8-wide vector operation, each lane with its own coefficients
+(shared, per-member and per-sample gates alike), and a permutation moves whole vectors.
+Every gate and CNOT-block permutation of the circuit runs on a group (10 qubits: 128 KB,
+in L2) before the next group; the loops are C that gcc vectorises (``-O3 -march=native``).
 
 Program
 -------
 ``prog`` is a list of ops: ``k >= 0`` applies gate layer ``k`` (one 2x2 complex matrix per
-qubit, qubit 0 first, from ``gates[s, k]``), ``-1`` the fixed permutation
-``new[i] = old[perm[i]]``. Gates are given per state (``(S, K, n, 2, 2)``, broadcast
-views expanded by the caller), so shared, per-member and per-sample matrices are all the
-same to the kernel, and their gradients come back per state for autograd to reduce.
+qubit, from ``gates[s, k]``; the gates of a layer act on different qubits and commute),
+``-1`` the fixed permutation ``new[i] = old[perm[i]]``. Gates are given per state
+(``(S, K, n, 2, 2)``, broadcast views expanded by the caller), and their gradients come
+back per state for autograd to reduce.
 
 Gradients (adjoint differentiation, as in :mod:`model.quantum.adjoint`)
 -----------------------------------------------------------------------
-The forward keeps only its output. The backward walks the program in reverse from it
-with the adjoint ``lam = dL/dpsi*`` (PyTorch's convention for complex gradients): per
-gate, last to first, one pass un-computes the state (``psi <- G^H psi``), adds
-``lam psi^H`` over the qubit's amplitude pairs to the gate's gradient and applies ``G^H``
-to ``lam``; a permutation is undone on both. Gates must therefore be unitary (every
-gate of the circuits is). Memory: four states per thread, whatever the depth.
-
-Layout: the last three qubits (amplitude strides 4, 2, 1) are applied as one 8x8 block
-per group of 8 neighbouring amplitudes, vectorised over its rows; the others one 2x2
-gate at a time, vectorised along the stride.
+The forward keeps only its output (and ``|psi|^2``). The backward walks the program in
+reverse from it with the adjoint ``lam = dL/dpsi*`` (PyTorch's convention for complex
+gradients): per gate, last to first, one pass un-computes the state (``psi <- G^H
+psi``), adds ``lam psi^H`` over the qubit's amplitude pairs to the gate's gradient and
+applies ``G^H`` to ``lam``; a permutation is undone on both. Gates must therefore be
+unitary (every gate of the circuits is). Memory: six planes of a group per thread,
+whatever the depth (20 qubits: 200 MB; the limit, :data:`MAX_QUBITS`).
 
 Build
 -----
-The source below is compiled once per machine type with the system C compiler into
-``$QSWEEP_KERNEL_CACHE`` (default ``~/.cache/qsweep/kernels``), keyed by a hash of the
-source, the flags and the CPU's model and flags (a cluster with mixed nodes keeps one
-library per CPU type), and loaded with ctypes. The calls release the GIL; a batch is
-split over ``torch.get_num_threads()`` Python threads. Without a compiler
+The source below is compiled once per qubit count and machine type with the system C
+compiler into ``$QSWEEP_KERNEL_CACHE`` (default ``~/.cache/qsweep/kernels``), keyed by a
+hash of the source, the flags and the CPU's model and flags (a cluster with mixed nodes
+keeps one library per CPU type), and loaded with ctypes. The calls release the GIL; a
+batch is split over ``torch.get_num_threads()`` Python threads. Without a compiler
 :func:`available` is False and the circuits use the torch path.
 """
 
@@ -57,166 +57,106 @@ from torch import Tensor
 
 __all__ = ["available", "build_error", "run_circuit", "MAX_QUBITS"]
 
-MAX_QUBITS = 26  # as TrialConfig; the backward keeps four states per thread
+MAX_QUBITS = 20  # six planes of eight states per thread: 200 MB at 20 qubits
 
 SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* one 2x2 complex gate g = [[a, b], [c, d]] (8 floats, re/im interleaved, row-major) on
-   the qubit whose amplitudes pair up at distance st; re/im planes of N floats */
-static inline __attribute__((always_inline)) void gate(float *re, float *im, int N, int st, const float *g) {
-    const float ar = g[0], ai = g[1], br = g[2], bi = g[3];
-    const float cr = g[4], ci = g[5], dr = g[6], di = g[7];
-    for (int base = 0; base < N; base += 2 * st) {
-        float *r0 = re + base, *i0 = im + base, *r1 = re + base + st, *i1 = im + base + st;
-#pragma omp simd
-        for (int j = 0; j < st; j++) {
-            float x0r = r0[j], x0i = i0[j], x1r = r1[j], x1i = i1[j];
-            r0[j] = ar * x0r - ai * x0i + br * x1r - bi * x1i;
-            i0[j] = ar * x0i + ai * x0r + br * x1i + bi * x1r;
-            r1[j] = cr * x0r - ci * x0i + dr * x1r - di * x1i;
-            i1[j] = cr * x0i + ci * x0r + dr * x1i + di * x1r;
-        }
-    }
-}
+#define V 8 /* states per group: the lanes of one AVX2 register of floats */
+#define HOT static inline __attribute__((always_inline))
 
-/* the last L = min(3, n) qubits (strides 4, 2, 1) as one 2^L x 2^L block: per group of
-   G = 2^L neighbouring amplitudes, y = M x, vectorised over the G rows. m: M transposed,
-   planar: m[f][e] real part at m[f * G + e], imaginary part at m[G * G + f * G + e] */
-static inline __attribute__((always_inline)) void low_matrix(int L, const float *g, float *m) {
-    const int G = 1 << L;
-    for (int e = 0; e < G; e++)
-        for (int f = 0; f < G; f++) {
-            float pr = 1, pi = 0;
-            for (int t = 0; t < L; t++) {
-                int a = (e >> (L - 1 - t)) & 1, b = (f >> (L - 1 - t)) & 1;
-                float gr = g[8 * t + 4 * a + 2 * b], gi = g[8 * t + 4 * a + 2 * b + 1];
-                float r = pr * gr - pi * gi;
-                pi = pr * gi + pi * gr;
-                pr = r;
-            }
-            m[f * G + e] = pr;
-            m[G * G + f * G + e] = pi;
-        }
-}
+/* A group holds V states lane by lane: amplitude i of lane v is re[i * V + v] (and im).
+   Every gate, on any qubit, is then a loop over amplitude pairs whose body is one vector
+   operation over the V lanes, each lane with its own gate coefficients c[e][v]
+   (e = ar, ai, br, bi, cr, ci, dr, di of [[a, b], [c, d]]), and a permutation moves
+   whole lane vectors. */
 
-static inline __attribute__((always_inline)) void low_apply(float *re, float *im, int N, int L, const float *m) {
-    const int G = 1 << L;
-    const float *mr = m, *mi = m + G * G;
-    for (int base = 0; base < N; base += G) {
-        float yr[8] = {0}, yi[8] = {0};
-        for (int f = 0; f < G; f++) {
-            const float xr = re[base + f], xi = im[base + f];
-#pragma omp simd
-            for (int e = 0; e < G; e++) {
-                yr[e] += mr[f * G + e] * xr - mi[f * G + e] * xi;
-                yi[e] += mr[f * G + e] * xi + mi[f * G + e] * xr;
-            }
-        }
-        for (int e = 0; e < G; e++) { re[base + e] = yr[e]; im[base + e] = yi[e]; }
-    }
-}
+/* GCC vector types: one vf is the V lanes; the coefficients and sums stay in registers */
+typedef float vf __attribute__((vector_size(4 * V)));
 
-/* M^H (transposed planar, like low_matrix) */
-static inline __attribute__((always_inline)) void low_adjoint(int L, const float *m, float *h) {
-    const int G = 1 << L;
-    for (int e = 0; e < G; e++)
-        for (int f = 0; f < G; f++) {
-            h[f * G + e] = m[e * G + f];
-            h[G * G + f * G + e] = -m[G * G + e * G + f];
-        }
-}
+HOT vf ld(const float *p) { vf x; memcpy(&x, p, sizeof(x)); return x; }
+HOT void st_(float *p, vf x) { memcpy(p, &x, sizeof(x)); }
 
-/* dm[e][f] += sum over groups of lam_e psi_f^* (row-major planar: re at e*G+f, im after G*G) */
-static inline __attribute__((always_inline)) void low_grad(const float *lr, const float *li, const float *pr, const float *pi, int N,
-                     int L, float *dm) {
-    const int G = 1 << L;
-    for (int base = 0; base < N; base += G)
-        for (int e = 0; e < G; e++) {
-            const float ar = lr[base + e], ai = li[base + e];
-#pragma omp simd
-            for (int f = 0; f < G; f++) {
-                dm[e * G + f] += ar * pr[base + f] + ai * pi[base + f];
-                dm[G * G + e * G + f] += ai * pr[base + f] - ar * pi[base + f];
-            }
-        }
-}
-
-/* the gradients of the L gates of the block from dM = dL/dM (PyTorch's convention:
-   dL/dg_t[a][b] += sum over entries with bits a, b at t of dM[e][f] conj(the other factors)) */
-static inline __attribute__((always_inline)) void low_chain(int L, const float *g, const float *dm, float *dg) {
-    const int G = 1 << L;
-    for (int e = 0; e < G; e++)
-        for (int f = 0; f < G; f++) {
-            const float dr = dm[e * G + f], di = dm[G * G + e * G + f];
-            for (int t = 0; t < L; t++) {
-                float pr = 1, pi = 0; /* product of the other factors */
-                for (int u = 0; u < L; u++) {
-                    if (u == t) continue;
-                    int a = (e >> (L - 1 - u)) & 1, b = (f >> (L - 1 - u)) & 1;
-                    float gr = g[8 * u + 4 * a + 2 * b], gi = g[8 * u + 4 * a + 2 * b + 1];
-                    float r = pr * gr - pi * gi;
-                    pi = pr * gi + pi * gr;
-                    pr = r;
-                }
-                int a = (e >> (L - 1 - t)) & 1, b = (f >> (L - 1 - t)) & 1;
-                dg[8 * t + 4 * a + 2 * b] += dr * pr + di * pi; /* dM * conj(p) */
-                dg[8 * t + 4 * a + 2 * b + 1] += di * pr - dr * pi;
-            }
-        }
-}
-
-/* one gate of the backward, in one pass: psi (the gate's output) becomes its input
-   G^H psi, dg += lam psi_in^H over the pairs, and lam becomes G^H lam. High qubits only
-   (st >= 8): the sums run in 8 lanes, reduced once at the end */
-static inline __attribute__((always_inline)) void gate_back(float *pr, float *pi, float *lr,
-        float *li, int N, int st, const float *g, float *dg) {
-    const float ar = g[0], ai = -g[1], br = g[4], bi = -g[5]; /* G^H = [[a*, c*], [b*, d*]] */
-    const float cr = g[2], ci = -g[3], dr = g[6], di = -g[7];
-    float acc[8][8] = {{0}};
+/* one 2x2 gate on the qubit whose amplitudes pair up at distance st, c[e] per lane */
+HOT void gate(float *re, float *im, int N, int st, const float c[8][V]) {
+    const vf c0 = ld(c[0]), c1 = ld(c[1]), c2 = ld(c[2]), c3 = ld(c[3]);
+    const vf c4 = ld(c[4]), c5 = ld(c[5]), c6 = ld(c[6]), c7 = ld(c[7]);
     for (int base = 0; base < N; base += 2 * st)
-        for (int j = base; j < base + st; j += 8) {
-            float *p0r = pr + j, *p0i = pi + j, *p1r = pr + j + st, *p1i = pi + j + st;
-            float *l0r = lr + j, *l0i = li + j, *l1r = lr + j + st, *l1i = li + j + st;
-#pragma omp simd
-            for (int v = 0; v < 8; v++) {
-                float y0r = p0r[v], y0i = p0i[v], y1r = p1r[v], y1i = p1i[v];
-                float xr = ar * y0r - ai * y0i + br * y1r - bi * y1i;
-                float xi = ar * y0i + ai * y0r + br * y1i + bi * y1r;
-                float yr = cr * y0r - ci * y0i + dr * y1r - di * y1i;
-                float yi = cr * y0i + ci * y0r + dr * y1i + di * y1r;
-                p0r[v] = xr; p0i[v] = xi; p1r[v] = yr; p1i[v] = yi;
-                float l0R = l0r[v], l0I = l0i[v], l1R = l1r[v], l1I = l1i[v];
-                acc[0][v] += l0R * xr + l0I * xi; acc[1][v] += l0I * xr - l0R * xi; /* lam0 psi0* */
-                acc[2][v] += l0R * yr + l0I * yi; acc[3][v] += l0I * yr - l0R * yi; /* lam0 psi1* */
-                acc[4][v] += l1R * xr + l1I * xi; acc[5][v] += l1I * xr - l1R * xi; /* lam1 psi0* */
-                acc[6][v] += l1R * yr + l1I * yi; acc[7][v] += l1I * yr - l1R * yi; /* lam1 psi1* */
-                l0r[v] = ar * l0R - ai * l0I + br * l1R - bi * l1I;
-                l0i[v] = ar * l0I + ai * l0R + br * l1I + bi * l1R;
-                l1r[v] = cr * l0R - ci * l0I + dr * l1R - di * l1I;
-                l1i[v] = cr * l0I + ci * l0R + dr * l1I + di * l1R;
-            }
+        for (int j = base; j < base + st; j++) {
+            size_t a = (size_t)j * V, b = (size_t)(j + st) * V;
+            vf x0r = ld(re + a), x0i = ld(im + a), x1r = ld(re + b), x1i = ld(im + b);
+            st_(re + a, c0 * x0r - c1 * x0i + c2 * x1r - c3 * x1i);
+            st_(im + a, c0 * x0i + c1 * x0r + c2 * x1i + c3 * x1r);
+            st_(re + b, c4 * x0r - c5 * x0i + c6 * x1r - c7 * x1i);
+            st_(im + b, c4 * x0i + c5 * x0r + c6 * x1i + c7 * x1r);
         }
-    for (int t = 0; t < 8; t++)
-        for (int v = 0; v < 8; v++) dg[t] += acc[t][v];
 }
 
-static inline __attribute__((always_inline)) void load(const float *src, float *re, float *im, int N) {
-    for (int i = 0; i < N; i++) { re[i] = src[2 * i]; im[i] = src[2 * i + 1]; }
+/* One gate of the backward in one pass, h = G^H per lane: psi (the gate's output) becomes
+   its input h psi, acc += lam psi_in^H over the pairs (per lane), lam becomes h lam. */
+HOT void gate_back(float *pr, float *pi, float *lr, float *li, int N, int st,
+                   const float h[8][V], float acc[8][V]) {
+    const vf h0 = ld(h[0]), h1 = ld(h[1]), h2 = ld(h[2]), h3 = ld(h[3]);
+    const vf h4 = ld(h[4]), h5 = ld(h[5]), h6 = ld(h[6]), h7 = ld(h[7]);
+    vf s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};
+    for (int base = 0; base < N; base += 2 * st)
+        for (int j = base; j < base + st; j++) {
+            size_t a = (size_t)j * V, b = (size_t)(j + st) * V;
+            vf y0r = ld(pr + a), y0i = ld(pi + a), y1r = ld(pr + b), y1i = ld(pi + b);
+            vf xr = h0 * y0r - h1 * y0i + h2 * y1r - h3 * y1i;
+            vf xi = h0 * y0i + h1 * y0r + h2 * y1i + h3 * y1r;
+            vf yr = h4 * y0r - h5 * y0i + h6 * y1r - h7 * y1i;
+            vf yi = h4 * y0i + h5 * y0r + h6 * y1i + h7 * y1r;
+            st_(pr + a, xr); st_(pi + a, xi); st_(pr + b, yr); st_(pi + b, yi);
+            vf ar = ld(lr + a), ai = ld(li + a), br = ld(lr + b), bi = ld(li + b);
+            s0 += ar * xr + ai * xi; s1 += ai * xr - ar * xi; /* lam0 psi0* */
+            s2 += ar * yr + ai * yi; s3 += ai * yr - ar * yi; /* lam0 psi1* */
+            s4 += br * xr + bi * xi; s5 += bi * xr - br * xi; /* lam1 psi0* */
+            s6 += br * yr + bi * yi; s7 += bi * yr - br * yi; /* lam1 psi1* */
+            st_(lr + a, h0 * ar - h1 * ai + h2 * br - h3 * bi);
+            st_(li + a, h0 * ai + h1 * ar + h2 * bi + h3 * br);
+            st_(lr + b, h4 * ar - h5 * ai + h6 * br - h7 * bi);
+            st_(li + b, h4 * ai + h5 * ar + h6 * bi + h7 * br);
+        }
+    st_(acc[0], s0); st_(acc[1], s1); st_(acc[2], s2); st_(acc[3], s3);
+    st_(acc[4], s4); st_(acc[5], s5); st_(acc[6], s6); st_(acc[7], s7);
 }
 
-static inline __attribute__((always_inline)) void store(float *dst, const float *re, const float *im, int N) {
-    for (int i = 0; i < N; i++) { dst[2 * i] = re[i]; dst[2 * i + 1] = im[i]; }
-}
-
-/* new[i] = old[perm[i]] into the spare planes, then the planes trade places (no copy) */
-static inline __attribute__((always_inline)) void permute(float **re, float **im, float **tr,
-                                                          float **ti, const int32_t *perm, int N) {
+/* new[i] = old[perm[i]] (whole lane vectors) into the spare planes, which then trade places */
+HOT void permute(float **re, float **im, float **tr, float **ti, const int32_t *perm, int N) {
     float *a = *re, *b = *im, *c = *tr, *d = *ti;
-    for (int i = 0; i < N; i++) { c[i] = a[perm[i]]; d[i] = b[perm[i]]; }
+    for (int i = 0; i < N; i++) {
+        const float *sa = a + (size_t)perm[i] * V, *sb = b + (size_t)perm[i] * V;
+#pragma omp simd
+        for (int v = 0; v < V; v++) { c[(size_t)i * V + v] = sa[v]; d[(size_t)i * V + v] = sb[v]; }
+    }
     *re = c; *im = d; *tr = a; *ti = b;
+}
+
+/* the coefficients of gate layer k for the lanes of states s0.. (lanes past s1: identity);
+   adjoint: G^H = [[a*, c*], [b*, d*]] */
+HOT void coefficients(const float *gates, int K, int k, int n, int s0, int s1, int adjoint,
+                      float (*c)[8][V]) {
+    for (int v = 0; v < V; v++) {
+        int s = s0 + v;
+        for (int q = 0; q < n; q++) {
+            float g[8] = {1, 0, 0, 0, 0, 0, 1, 0};
+            if (s < s1) memcpy(g, gates + (((size_t)s * K + k) * n + q) * 8, sizeof(g));
+            if (adjoint) {
+                float h[8] = {g[0], -g[1], g[4], -g[5], g[2], -g[3], g[6], -g[7]};
+                memcpy(g, h, sizeof(g));
+            }
+            for (int e = 0; e < 8; e++) c[q][e][v] = g[e];
+        }
+    }
+}
+
+static float *planes(int count, int N) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, (size_t)count * N * V * sizeof(float))) return NULL;
+    return (float *)p;
 }
 
 /* states [s0, s1): in (S, N) complex interleaved, or real when real_in; out (S, N) complex;
@@ -224,34 +164,37 @@ static inline __attribute__((always_inline)) void permute(float **re, float **im
 int qs_forward(int s0, int s1, int n_arg, const float *in, int real_in, float *out,
                float *probs, const float *gates, int K, const int32_t *prog, int n_ops,
                const int32_t *perm) {
-    const int n = NQ, N = 1 << n, L = n < 3 ? n : 3, H = n - L; /* H high qubits, one by one */
+    const int n = NQ, N = 1 << n;
     if (n_arg != NQ) return 2;
-    float m[128];
-    float *buf = (float *)malloc(4 * (size_t)N * sizeof(float));
-    if (!buf) return 1;
-    float *re = buf, *im = buf + N, *tr = buf + 2 * N, *ti = buf + 3 * N;
-    for (int s = s0; s < s1; s++) {
-        if (real_in) {
-            memcpy(re, in + (size_t)N * s, N * sizeof(float));
-            memset(im, 0, N * sizeof(float));
-        } else {
-            load(in + 2 * (size_t)N * s, re, im, N);
-        }
+    float *buf = planes(4, N), (*c)[8][V] = malloc(sizeof(float[NQ][8][V]));
+    if (!buf || !c) { free(buf); free(c); return 1; }
+    for (int g0 = s0; g0 < s1; g0 += V) {
+        int g1 = g0 + V < s1 ? g0 + V : s1;
+        float *re = buf, *im = buf + (size_t)N * V, *tr = buf + 2 * (size_t)N * V,
+              *ti = buf + 3 * (size_t)N * V;
+        memset(re, 0, 2 * (size_t)N * V * sizeof(float));
+        for (int s = g0; s < g1; s++)
+            for (int i = 0; i < N; i++) {
+                size_t at = (size_t)i * V + (s - g0);
+                if (real_in) re[at] = in[(size_t)N * s + i];
+                else { re[at] = in[2 * ((size_t)N * s + i)]; im[at] = in[2 * ((size_t)N * s + i) + 1]; }
+            }
         for (int o = 0; o < n_ops; o++) {
             int k = prog[o];
             if (k < 0) { permute(&re, &im, &tr, &ti, perm, N); continue; }
-            const float *g = gates + ((size_t)s * K + k) * n * 8;
-            for (int q = 0; q < H; q++) gate(re, im, N, 1 << (n - 1 - q), g + 8 * q);
-            low_matrix(L, g + 8 * H, m);
-            low_apply(re, im, N, L, m);
+            coefficients(gates, K, k, n, g0, g1, 0, c);
+            for (int q = 0; q < n; q++) gate(re, im, N, 1 << (n - 1 - q), c[q]);
         }
-        store(out + 2 * (size_t)N * s, re, im, N);
-        if (probs) {
-            float *p = probs + (size_t)N * s;
-            for (int i = 0; i < N; i++) p[i] = re[i] * re[i] + im[i] * im[i];
-        }
+        for (int s = g0; s < g1; s++)
+            for (int i = 0; i < N; i++) {
+                size_t at = (size_t)i * V + (s - g0), o2 = (size_t)N * s + i;
+                out[2 * o2] = re[at];
+                out[2 * o2 + 1] = im[at];
+                if (probs) probs[o2] = re[at] * re[at] + im[at] * im[at];
+            }
     }
     free(buf);
+    free(c);
     return 0;
 }
 
@@ -262,48 +205,54 @@ int qs_forward(int s0, int s1, int n_arg, const float *in, int real_in, float *o
 int qs_backward(int s0, int s1, int n_arg, const float *out, const float *grad_out,
                 const float *grad_probs, float *grad_in, int real_in, const float *gates, int K,
                 const int32_t *prog, int n_ops, const int32_t *inverse, float *grad_gates) {
-    const int n = NQ, N = 1 << n, L = n < 3 ? n : 3, H = n - L;
-    float m[128], h[128], dm[128];
+    const int n = NQ, N = 1 << n;
     if (n_arg != NQ) return 2;
-    float *buf = (float *)malloc(8 * (size_t)N * sizeof(float));
-    if (!buf) return 1;
-    float *lr = buf, *li = buf + N, *tr = buf + 2 * N, *ti = buf + 3 * N;
-    float *pr = buf + 4 * N, *pi = buf + 5 * N, *ur = buf + 6 * N, *ui = buf + 7 * N;
-    for (int s = s0; s < s1; s++) {
-        load(out + 2 * (size_t)N * s, pr, pi, N);
-        if (grad_out) {
-            load(grad_out + 2 * (size_t)N * s, lr, li, N);
-        } else {
-            memset(lr, 0, N * sizeof(float));
-            memset(li, 0, N * sizeof(float));
-        }
-        if (grad_probs) {
-            const float *gp = grad_probs + (size_t)N * s;
-            for (int i = 0; i < N; i++) { lr[i] += 2 * gp[i] * pr[i]; li[i] += 2 * gp[i] * pi[i]; }
-        }
+    float *buf = planes(6, N), (*h)[8][V] = malloc(sizeof(float[NQ][8][V]));
+    if (!buf || !h) { free(buf); free(h); return 1; }
+    for (int g0 = s0; g0 < s1; g0 += V) {
+        int g1 = g0 + V < s1 ? g0 + V : s1;
+        size_t P = (size_t)N * V;
+        float *pr = buf, *pi = buf + P, *lr = buf + 2 * P, *li = buf + 3 * P;
+        float *tr = buf + 4 * P, *ti = buf + 5 * P;
+        memset(buf, 0, 4 * P * sizeof(float));
+        for (int s = g0; s < g1; s++)
+            for (int i = 0; i < N; i++) {
+                size_t at = (size_t)i * V + (s - g0), o2 = (size_t)N * s + i;
+                pr[at] = out[2 * o2];
+                pi[at] = out[2 * o2 + 1];
+                if (grad_out) { lr[at] = grad_out[2 * o2]; li[at] = grad_out[2 * o2 + 1]; }
+                if (grad_probs) {
+                    lr[at] += 2 * grad_probs[o2] * pr[at];
+                    li[at] += 2 * grad_probs[o2] * pi[at];
+                }
+            }
         for (int o = n_ops - 1; o >= 0; o--) {
             int k = prog[o];
-            if (k < 0) {
+            if (k < 0) { /* each permute leaves the planes it read as the spare ones */
                 permute(&lr, &li, &tr, &ti, inverse, N);
-                permute(&pr, &pi, &ur, &ui, inverse, N);
+                permute(&pr, &pi, &tr, &ti, inverse, N);
                 continue;
             }
-            const float *g = gates + ((size_t)s * K + k) * n * 8;
-            float *dg = grad_gates + ((size_t)s * K + k) * n * 8;
-            low_matrix(L, g + 8 * H, m);
-            low_adjoint(L, m, h);
-            low_apply(pr, pi, N, L, h); /* the input of the low block */
-            memset(dm, 0, sizeof(dm));
-            low_grad(lr, li, pr, pi, N, L, dm);
-            low_chain(L, g + 8 * H, dm, dg + 8 * H);
-            low_apply(lr, li, N, L, h);
-            for (int q = H - 1; q >= 0; q--)
-                gate_back(pr, pi, lr, li, N, 1 << (n - 1 - q), g + 8 * q, dg + 8 * q);
+            coefficients(gates, K, k, n, g0, g1, 1, h);
+            for (int q = n - 1; q >= 0; q--) {
+                float acc[8][V];
+                memset(acc, 0, sizeof(acc));
+                gate_back(pr, pi, lr, li, N, 1 << (n - 1 - q), h[q], acc);
+                for (int s = g0; s < g1; s++) {
+                    float *dg = grad_gates + (((size_t)s * K + k) * n + q) * 8;
+                    for (int e = 0; e < 8; e++) dg[e] += acc[e][s - g0];
+                }
+            }
         }
-        if (grad_in && real_in) memcpy(grad_in + (size_t)N * s, lr, N * sizeof(float));
-        else if (grad_in) store(grad_in + 2 * (size_t)N * s, lr, li, N);
+        for (int s = g0; s < g1; s++)
+            for (int i = 0; i < N && grad_in; i++) {
+                size_t at = (size_t)i * V + (s - g0), o2 = (size_t)N * s + i;
+                if (real_in) grad_in[o2] = lr[at];
+                else { grad_in[2 * o2] = lr[at]; grad_in[2 * o2 + 1] = li[at]; }
+            }
     }
     free(buf);
+    free(h);
     return 0;
 }
 """
