@@ -77,7 +77,8 @@ def time_parallel(args, t: int, kernel: str) -> float:
     """Seconds per epoch of ``args.parallel`` packs of ``t`` run at once, one process each."""
     cmd = [sys.executable, "-m", "model.benchmark_trials", "--_pack", str(t), "--epochs",
            str(args.epochs), "--threads", str(args.threads), "--kernel", kernel,
-           "--qubits", str(args.qubits), "--device", args.device]  # fmt: skip
+           "--qubits", str(args.qubits), "--device", args.device, "--shots", str(args.shots),
+           "--graphs", args.graphs]  # fmt: skip
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.parallel)]
     outs = [p.communicate()[0] for p in procs]
     if any(p.returncode for p in procs):
@@ -144,7 +145,11 @@ def one_step(qubits: int, gradient: str, device: str, kernel: str = "auto") -> d
 
 
 def memory(args) -> None:
-    kernel = "off" if args.kernel == "both" else args.kernel
+    for kernel in ["on", "off"] if args.kernel == "both" else [args.kernel]:
+        memory_once(args, kernel)
+
+
+def memory_once(args, kernel: str) -> None:
     print(f"one training step, {args.qubits} qubits, batch 16, device {args.device}, "
           f"cpu_kernel {kernel}")  # fmt: skip
     rows = {}
@@ -193,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(one_step(args.qubits or 18, args._step, args.device, args.kernel)))
         return
     if args._pack:
-        cfg = TrialConfig(qubits=args.qubits or 10, device=args.device, cpu_kernel=args.kernel)
+        cfg = TrialConfig(qubits=args.qubits or 10, device=args.device, cpu_kernel=args.kernel,
+                          shots=args.shots, cuda_graphs=args.graphs)  # fmt: skip
         print(json.dumps({"epoch_s": time_pack(cfg, args._pack, args.epochs)[0]}))
         return
     if args.memory:

@@ -219,7 +219,9 @@ def test_on_without_a_compiler_is_a_clear_error_and_auto_falls_back(monkeypatch)
     state[:, 0] = 1
     with pytest.raises(ConfigError, match=r"cpu_kernel = 'on'.*no C compiler.*auto"):
         CircuitRunner(spec, cpu_kernel="on")(state, w, z)
-    out = CircuitRunner(spec, cpu_kernel="auto")(state, w, z)
+    monkeypatch.setattr(cpu_kernel, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="torch path"):
+        out = CircuitRunner(spec, cpu_kernel="auto")(state, w, z)
     torch.testing.assert_close(out.abs().square().sum(-1), torch.ones(2))
 
 
@@ -235,6 +237,21 @@ def test_one_library_per_qubit_count_cached_on_disk(tmp_path, monkeypatch):
         assert sorted(p.name for p in tmp_path.iterdir()) == built
     finally:
         cpu_kernel._library.cache_clear()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_results_do_not_depend_on_the_thread_split(threads):
+    psi, gates, prog, perm = _problem(4, seed=3, states=37)  # four full groups and a partial one
+    inv = torch.argsort(perm)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        want = cpu_kernel.run_circuit(psi, gates, prog, perm, inv)[1]
+        torch.set_num_threads(threads)
+        got = cpu_kernel.run_circuit(psi, gates, prog, perm, inv)[1]
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(got, want)
 
 
 def test_bad_inputs_are_refused():

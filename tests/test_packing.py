@@ -173,6 +173,20 @@ def test_sklearn_configs_are_fitted_one_by_one():
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_trials_benchmark_kernel_both_and_parallel_smoke(capsys):
+    """model.benchmark_trials runs its kernel comparison and its parallel packs end to end
+    (tiny sizes; the figures themselves go in the README, not in asserts)."""
+    from model import benchmark_trials
+
+    args = ["--epochs", "2", "--threads", "1", "--pack", "1"]
+    benchmark_trials.main([*args, "--kernel", "both"])
+    benchmark_trials.main([*args, "--kernel", "off", "--parallel", "2"])
+    out = capsys.readouterr().out
+    assert "T=  1: kernel on is" in out and "x kernel off" in out
+    assert out.count("min per trial") == 3 and "2 pack(s) at once" in out
+
+
 def test_gpu_benchmark_script_smoke_on_cpu(capsys):
     """The device-machine benchmark (model.benchmark_gpu) runs end to end; on the CPU only
     its 10-qubit part, with graphs off."""

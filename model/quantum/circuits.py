@@ -166,6 +166,10 @@ class CircuitRunner(nn.Module):
     state's batch (``()`` for a shared circuit, ``(E,)`` for E encoders on a ``(B, E, .)``
     state); z ``(B, q)`` latent for ``encode`` ops. Returns the final state.
     With p1 or p2 > 0 every sample follows its own Pauli trajectory.
+
+    ``cpu_kernel``: ``off`` (the default here: torch ops, the reference) | ``auto`` | ``on``
+    (the heads pass ``trial.cpu_kernel``): noise-free float32 circuits on the CPU run in
+    :mod:`model.quantum.cpu_kernel`; the final state is then complex64 even for ``ry``.
     """
 
     def __init__(
@@ -219,12 +223,15 @@ class CircuitRunner(nn.Module):
         )
         if not supported:
             return False
-        if self.cpu_kernel == "on" and not cpu_kernel.available(n):
+        if cpu_kernel.available(n):
+            return True
+        if self.cpu_kernel == "on":
             raise ConfigError(
                 f"trial.cpu_kernel = 'on' but the CPU kernel cannot be built: "
                 f"{cpu_kernel.build_error(n)}; allowed: auto (falls back to torch) | off."
             )
-        return cpu_kernel.available(n)
+        cpu_kernel.warn_unavailable(n)
+        return False
 
     def _run_kernel(self, state: Tensor, mats: Tensor, enc: Tensor | None, probs: bool) -> Tensor:
         """The whole circuit in one call of the CPU kernel: gate layers (an encode op fused
