@@ -241,30 +241,23 @@ class CircuitRunner(nn.Module):
         batch = state.shape[:-1]
         gate_layers: list[Tensor] = []
         prog: list[int] = []
-        pending = None  # an encode op waiting for the rotation layer after it
-        for op in spec.ops:
+        for pos, op in enumerate(spec.ops):
             if op.kind == ENCODE:
                 if enc is None:
                     raise ValueError("this circuit has encode ops but no latent z was given")
-                if pending is not None:
-                    prog.append(len(gate_layers))
-                    gate_layers.append(pending)
-                pending = enc
+                if pos + 1 < len(spec.ops) and spec.ops[pos + 1].kind == ROTATE:
+                    continue  # fused into that rotation layer (self.fused)
+                layer = enc
             elif op.kind == ROTATE:
-                m = mats[op.index]  # (*wb, q, 2, 2), right-aligned with the state's batch
-                if pending is not None:
-                    m, pending = m @ pending.to(m.dtype), None
-                prog.append(len(gate_layers))
-                gate_layers.append(m)
-            elif n > 1:
-                if pending is not None:
-                    prog.append(len(gate_layers))
-                    gate_layers.append(pending)
-                    pending = None
-                prog.append(-1)
-        if pending is not None:
+                layer = mats[op.index]  # (*wb, q, 2, 2), right-aligned with the state's batch
+                if op.index in self.fused:
+                    layer = layer @ enc.to(layer.dtype)
+            else:
+                if n > 1:  # entangle (no entangler on one qubit)
+                    prog.append(-1)
+                continue
             prog.append(len(gate_layers))
-            gate_layers.append(pending)
+            gate_layers.append(layer)
         if not gate_layers:
             return probabilities(state) if probs else state
         gates = torch.stack(

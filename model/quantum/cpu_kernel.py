@@ -65,7 +65,7 @@ SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 
-#define V 8 /* states per group: the lanes of one AVX2 register of floats */
+/* V (-DV, LANES in Python): states per group, the lanes of one AVX2 register of floats */
 #define HOT static inline __attribute__((always_inline))
 
 /* A group holds V states lane by lane: amplitude i of lane v is re[i * V + v] (and im).
@@ -258,6 +258,8 @@ int qs_backward(int s0, int s1, int n_arg, const float *out, const float *grad_o
 }
 """
 
+LANES = 8  # V in the source: states per group (eight float32 lanes of an AVX2 register)
+
 FLAGS = [
     "-O3",
     "-march=native",
@@ -294,7 +296,7 @@ def _library(n: int) -> tuple[ctypes.CDLL | None, str]:
     compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if not compiler:
         return None, "no C compiler (gcc or cc) on PATH"
-    flags = [*FLAGS, f"-DNQ={n}"]
+    flags = [*FLAGS, f"-DNQ={n}", f"-DV={LANES}"]
     key = hashlib.sha256("\0".join([SOURCE, " ".join(flags), _cpu_key()]).encode()).hexdigest()
     lib = _cache_dir() / f"qsweep_kernel_{n}q_{key[:16]}.so"
     if not lib.exists():
@@ -347,7 +349,6 @@ def warn_unavailable(n: int) -> None:
 
 
 _warned: set[int] = set()
-LANES = 8  # V in the source: states per group
 
 
 def _split(total: int, fn) -> None:
