@@ -133,7 +133,7 @@ def test_ui_finds_the_store_and_builds_the_mlflow_command(tmp_path, capsys):
 def test_epoch_metrics_are_batched_and_none_is_lost(tmp_path, monkeypatch):
     """800 epochs of 2 members cost a few log_batch calls, and every value arrives when the
     trial ends (also for a member abandoned by a graceful stop)."""
-    from orchestrator import tracking
+    from orchestrator.tracking import runs as tracking_runs
 
     uri = default_tracking_uri(tmp_path)
     logger = TrialLogger(uri, "study")
@@ -145,7 +145,7 @@ def test_epoch_metrics_are_batched_and_none_is_lost(tmp_path, monkeypatch):
     monkeypatch.setattr(
         logger.client, "log_batch", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    monkeypatch.setattr(tracking, "EPOCH_FLUSH_S", 3600.0)
+    monkeypatch.setattr(tracking_runs, "EPOCH_FLUSH_S", 3600.0)
     for epoch in range(1, 801):
         for t in ("p000_s0", "p000_s1"):
             logger.log_epoch(
