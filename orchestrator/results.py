@@ -12,8 +12,10 @@ study, its resolved identity, split seed, sentences per class). No Ray or MLflow
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import fcntl
 import json
 import math
@@ -44,6 +46,8 @@ __all__ = [
     "trials_path",
     "study_dir_in",
     "read_trials",
+    "has_table",
+    "damaged_table_message",
     "write_study_json",
     "read_study_json",
     "study_name",
@@ -80,6 +84,8 @@ DATA_COLUMNS: dict[str, type] = {
     "data.n_per_class": int,
 }
 TABLE_FILE = "trials.parquet"
+JOURNAL_FILE = "trials.journal"  # rows finished since the last compaction, one JSON line each
+COMPACT_ROWS = 1000  # the journal is folded into the table at max(this, half the table)
 STUDY_FILE = "study.json"
 LOCK_FILE = ".lock"
 
@@ -99,54 +105,156 @@ def qsweep_version() -> str:
 
 # ------------------------------------------------------------------------------------
 class ResultsTable:
-    """The rows of ``trials.parquet``, kept in memory and rewritten atomically on every add."""
+    """A study's rows: ``trials.parquet`` plus ``trials.journal`` (one JSON line per trial
+    finished since the table was last compacted).
 
-    def __init__(self, path: Path, *, study: str) -> None:
+    ``add`` appends one line to the journal (O(1) per finished trial, never the whole table);
+    the journal is folded into ``trials.parquet`` (temp file + fsync + rename, then the
+    journal is removed) when it grows past half the table (at least :data:`COMPACT_ROWS`
+    lines: amortised O(1)) and when the driver calls :meth:`compact` at the end of a study.
+    Every reader (:meth:`load_rows`, :func:`read_trials`) merges both, the journal's line
+    winning for a trial id, so a reader sees one table at any moment. A process killed
+    mid-append leaves a torn last line, which readers skip and the next writer cuts off.
+
+    The object keeps only a small index (status, point id) of every row, so a driver's
+    memory does not grow with the rows' width; :attr:`rows` loads the full rows on demand
+    (tools and tests; edits to it are written by :meth:`write`).
+    """
+
+    def __init__(self, path: Path, *, study: str | None) -> None:
         self.path = Path(path)
+        self.journal = self.path.with_name(JOURNAL_FILE)
         self.study = study
-        self.rows: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            import pyarrow.parquet as pq
+        self.index: dict[str, tuple[str | None, str | None]] = {}  # trial_id -> (status, point_id)
+        self._rows: dict[str, dict[str, Any]] | None = None
+        self._journal_lines = 0
+        self._fd: int | None = None
+        for row in self._table_rows(columns=("trial_id", "status", "point_id")):
+            self.index[row["trial_id"]] = (row.get("status"), row.get("point_id"))
+        for row in self._journal_rows():
+            self.index[row["trial_id"]] = (row.get("status"), row.get("point_id"))
+            self._journal_lines += 1
 
-            for row in pq.read_table(self.path).to_pylist():
-                self.rows[row["trial_id"]] = row
+    # --- reading ------------------------------------------------------------------------
+    def _table_rows(self, columns: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        import pyarrow.parquet as pq
+
+        try:
+            schema_names = set(pq.read_schema(self.path).names)
+            wanted = [c for c in columns if c in schema_names] if columns else None
+            return pq.read_table(self.path, columns=wanted).to_pylist()
+        except Exception as err:  # noqa: BLE001 - pyarrow raises several types for damaged files
+            raise DataError(damaged_table_message(self.path, err)) from None
+
+    def _journal_rows(self) -> list[dict[str, Any]]:
+        """The journal's complete lines (a torn last line, from a killed writer, is skipped)."""
+        if not self.journal.exists():
+            return []
+        rows = []
+        with open(self.journal, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # torn by a kill mid-append: the trial is rerun by --resume
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
+        return rows
+
+    def load_rows(self) -> dict[str, dict[str, Any]]:
+        """Every row, by trial id: the table's, then the journal's (later lines win)."""
+        if self._rows is not None:
+            return self._rows
+        rows = {r["trial_id"]: r for r in self._table_rows()}
+        rows.update((r["trial_id"], r) for r in self._journal_rows())
+        return {t: normalise_row(r, study=self.study or r.get("study")) for t, r in rows.items()}
+
+    @property
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """The full rows (loaded once on first use; :meth:`write` saves edits to them)."""
+        if self._rows is None:
+            self._rows = self.load_rows()
+        return self._rows
 
     def done_ids(self) -> set[str]:
         """Trials with a final status: never run again on --resume."""
-        return {tid for tid, row in self.rows.items() if row.get("status") in FINAL_STATUSES}
+        return {tid for tid, (status, _) in self.index.items() if status in FINAL_STATUSES}
 
+    # --- writing ------------------------------------------------------------------------
     def add(self, row: dict[str, Any]) -> None:
+        """Append a finished trial's row to the journal (replacing any earlier row of its id)."""
         if row.get("status") not in FINAL_STATUSES:
             raise ValueError(f"status {row.get('status')!r} is not one of {FINAL_STATUSES}")
-        self.rows[row["trial_id"]] = normalise_row(row, study=self.study)
-        self.write()
+        row = normalise_row(row, study=self.study)
+        line = (json.dumps(row, default=str) + "\n").encode()
+        if self._fd is None:
+            self._open_journal()
+        assert self._fd is not None
+        written = os.write(self._fd, line)
+        if written != len(line):  # a short write: the disk filled up mid-line
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.journal))
+        self._journal_lines += 1
+        self.index[row["trial_id"]] = (row["status"], row.get("point_id"))
+        if self._rows is not None:
+            self._rows[row["trial_id"]] = row
+        if self._journal_lines >= max(COMPACT_ROWS, len(self.index) // 2):
+            self.compact()
 
-    def write(self) -> None:
+    def _open_journal(self) -> None:
+        """Open the journal for appending; a torn last line (killed writer) is cut off first."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        size = os.fstat(fd).st_size
+        if size:
+            tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
+            cut = tail.rfind(b"\n") + 1
+            if cut < len(tail):  # the last line is incomplete
+                os.ftruncate(fd, size - (len(tail) - cut))
+        self._fd = fd
+
+    def compact(self) -> None:
+        """Fold the journal into ``trials.parquet`` (atomically) and remove the journal."""
+        rows = self.load_rows()
+        self._write_table(list(rows.values()))
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal)
+        self._journal_lines = 0
+
+    write = compact  # the pre-journal name; also saves edits made to :attr:`rows`
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _write_table(self, rows: list[dict[str, Any]]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows = [normalise_row(r, study=self.study) for r in self.rows.values()]
+        rows = [normalise_row(r, study=self.study or r.get("study")) for r in rows]
         table = pa.Table.from_pylist(rows, schema=_schema()) if rows else _schema().empty_table()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        try:
+            pq.write_table(table, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def to_pandas(self):
         import pandas as pd
 
-        return pd.DataFrame(
-            [normalise_row(r, study=self.study) for r in self.rows.values()],
-            columns=list(_schema().names),
-        )
+        return pd.DataFrame(list(self.load_rows().values()), columns=list(_schema().names))
 
     def next_optuna_index(self) -> int:
         """Index of the next optuna point id (``o000``, ``o001``, ...) after the rows held."""
-        ids = [
-            r["point_id"] for r in self.rows.values() if str(r.get("point_id", "")).startswith("o")
-        ]
+        ids = [str(p) for _, p in self.index.values() if str(p or "").startswith("o")]
         return 1 + max((int(i[1:]) for i in ids if i[1:].isdigit()), default=-1)
 
     def warm_start(self, factors, metric: str) -> tuple[list[dict[str, Any]], list[float]]:
@@ -155,7 +263,7 @@ class ResultsTable:
         On --resume, a fresh, identically seeded Optuna sampler is told these trials first.
         """
         by_point: dict[str, tuple[dict[str, Any], list[float]]] = {}
-        for row in self.rows.values():
+        for row in self.load_rows().values():
             value = row.get(metric)
             if row["status"] != "failed" and value is not None and not math.isnan(value):
                 point = by_point.setdefault(row["point_id"], ({n: row.get(n) for n in factors}, []))
@@ -164,6 +272,15 @@ class ResultsTable:
         points = [p for p, _ in by_point.values()]
         rewards = [sum(v) / len(v) for _, v in by_point.values()]
         return points, rewards
+
+
+def damaged_table_message(path: Path, err: BaseException) -> str:
+    """The one-paragraph error for a trials table that cannot be read."""
+    return (
+        f"{path} is damaged and cannot be read ({type(err).__name__}: {str(err)[:200]}). "
+        "Restore it from a backup, or move it away and run the study again with --resume: "
+        "the trials it held are then trained again (their MLflow runs stay)."
+    )
 
 
 def plain(value: Any) -> Any:
@@ -233,10 +350,11 @@ def same_data(row: dict[str, Any], data) -> bool:
     )
 
 
-def normalise_row(row: dict[str, Any], *, study: str) -> dict[str, Any]:
-    """Every column present, in order; unknown keys dropped."""
+def normalise_row(row: dict[str, Any], *, study: str | None) -> dict[str, Any]:
+    """Every column present, in order; unknown keys dropped; ``study`` set unless None."""
     out = {name: row.get(name) for name in _schema().names}
-    out["study"] = study
+    if study is not None:
+        out["study"] = study
     return out
 
 
@@ -286,10 +404,17 @@ def study_dir_in(results_root: Path, study: str) -> Path:
     return root / study
 
 
-def read_trials(study_dir: Path):
-    """``trials.parquet`` of a study as a pandas DataFrame, columns as written.
+def has_table(study_dir: Path) -> bool:
+    """Whether ``study_dir`` holds a trials table (``trials.parquet`` or its journal)."""
+    return trials_path(study_dir).is_file() or (Path(study_dir) / JOURNAL_FILE).is_file()
 
-    DataError when the directory or the file is missing (naming what the directory holds).
+
+def read_trials(study_dir: Path):
+    """A study's rows as a pandas DataFrame: ``trials.parquet`` with the rows of its journal
+    (a running or killed driver's latest trials) merged in.
+
+    DataError when the directory or the file is missing (naming what the directory holds),
+    or the table is damaged (naming the file and what to do).
     """
     import pandas as pd
 
@@ -300,13 +425,16 @@ def read_trials(study_dir: Path):
             "trials.parquet (e.g. results/<study>) or use --mlflow-uri."
         )
     path = trials_path(study_dir)
-    if not path.is_file():
+    if not has_table(study_dir):
         present = sorted(p.name for p in study_dir.iterdir())[:20]
         raise DataError(
             f"{path} does not exist; the study directory holds: {', '.join(present) or 'nothing'}. "
             "Run the study first (qsweep run SPACE.yaml) or use --mlflow-uri."
         )
-    return pd.read_parquet(path)
+    table = ResultsTable(path, study=None)  # DataError naming the file when it is damaged
+    if not table.journal.exists():
+        return pd.read_parquet(path) if path.exists() else table.to_pandas()
+    return table.to_pandas()  # rows finished since the last compaction are in the journal
 
 
 def prepare_study_dir(spec: StudySpec, study_dir: Path, *, resume: bool) -> None:

@@ -622,8 +622,9 @@ def run_study(
         on_error.push(logger.study_exit)  # a driver that raises ends the study run KILLED
         record_study(spec, study_dir)
         table = ResultsTable(trials_path(study_dir), study=spec.name)
-        if not table.path.exists():
-            table.write()
+        on_error.callback(table.compact)  # the journal folded into trials.parquet, even on error
+        if not table.path.exists() or table.journal.exists():
+            table.compact()  # an empty table to start; or the journal a killed driver left
         planned = {p.trial_id: p for p in spec.planned_trials()} if not spec.is_optuna else {}
         # a row trained on another data setting (e.g. another --encoder) is rerun
         done = {

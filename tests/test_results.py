@@ -13,13 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from model.config import TrialConfig
-from model.errors import ConfigError, ServiceError
+from model.errors import ConfigError, DataError, ServiceError
 from orchestrator.progress import Progress, format_duration
 from orchestrator.results import (
     RESULT_COLUMNS,
     ResultsTable,
     StudyLock,
     read_study_json,
+    read_trials,
     write_study_json,
 )
 
@@ -43,6 +44,11 @@ def test_table_columns_roundtrip_and_replace(tmp_path):
     table.add(row("p000_s0", val_accuracy=0.75, n_params=12, attempts=1))
     table.add(row("p001_s0", status="failed", error="boom", attempts=2))
     table.add(row("p000_s0", val_accuracy=0.8, n_params=12, attempts=1))  # same trial: replaced
+    # rows are appended to the journal, not written into the table one by one
+    assert not path.exists() and len(table.journal.read_text().splitlines()) == 3
+    assert set(read_trials(tmp_path)["trial_id"]) == {"p000_s0", "p001_s0"}  # readers merge
+    table.compact()
+    assert not table.journal.exists()
     arrow = pq.read_table(path)
     names = arrow.column_names
     assert names[: len(RESULT_COLUMNS)] == list(RESULT_COLUMNS)
@@ -59,6 +65,77 @@ def test_table_columns_roundtrip_and_replace(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trials.parquet"]
     df = again.to_pandas()
     assert list(df.columns) == names and len(df) == 2
+
+
+def test_journal_and_table_merge_with_the_journal_winning(tmp_path):
+    path = tmp_path / "trials.parquet"
+    table = ResultsTable(path, study="s")
+    table.add(row("p000_s0", val_accuracy=0.5))
+    table.add(row("p001_s0", val_accuracy=0.6))
+    table.compact()
+    table.add(row("p001_s0", val_accuracy=0.9))  # rerun after the compaction
+    table.add(row("p002_s0", status="failed", error="x"))
+    table.close()
+    merged = ResultsTable(path, study="s")
+    assert merged.done_ids() == {"p000_s0", "p001_s0", "p002_s0"}
+    rows = merged.load_rows()
+    assert rows["p001_s0"]["val_accuracy"] == 0.9 and rows["p000_s0"]["val_accuracy"] == 0.5
+    frame = read_trials(tmp_path).set_index("trial_id")
+    assert frame.loc["p001_s0", "val_accuracy"] == 0.9 and len(frame) == 3
+
+
+def test_torn_journal_line_is_skipped_and_cut_off_by_the_next_writer(tmp_path):
+    """A driver SIGKILLed mid-append leaves half a line: readers skip that trial (--resume
+    reruns it) and the next writer cuts it off before appending."""
+    path = tmp_path / "trials.parquet"
+    table = ResultsTable(path, study="s")
+    table.add(row("p000_s0", val_accuracy=0.5))
+    table.close()
+    whole = table.journal.read_bytes()
+    with open(table.journal, "ab") as handle:
+        handle.write(whole[: len(whole) // 2].replace(b"p000_s0", b"p001_s0"))  # torn line
+    reader = ResultsTable(path, study="s")
+    assert reader.done_ids() == {"p000_s0"}
+    reader.add(row("p002_s0", val_accuracy=0.7))
+    reader.close()
+    lines = reader.journal.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2 and all(line.endswith(b"\n") for line in lines)
+    assert ResultsTable(path, study="s").done_ids() == {"p000_s0", "p002_s0"}
+
+
+def test_journal_is_compacted_when_it_outgrows_half_the_table(tmp_path, monkeypatch):
+    import orchestrator.results as results
+
+    monkeypatch.setattr(results, "COMPACT_ROWS", 4)
+    path = tmp_path / "trials.parquet"
+    table = ResultsTable(path, study="s")
+    compactions = []
+    original = table.compact
+    monkeypatch.setattr(
+        table, "compact", lambda: (compactions.append(len(table.index)), original())[1]
+    )
+    for i in range(40):
+        table.add(row(f"p{i:03d}_s0", val_accuracy=i / 40))
+    # at 4 rows, then whenever the journal holds half as many rows as the table: the table
+    # roughly doubles between compactions, so the rows rewritten are O(1) per added row
+    assert compactions == [4, 8, 15, 29]
+    assert pq.read_table(path).num_rows == 29 and len(table.journal.read_text().splitlines()) == 11
+    table.compact()  # what the driver does when the study ends
+    assert pq.read_table(path).num_rows == 40 and not table.journal.exists()
+
+
+def test_damaged_table_is_a_clear_error(tmp_path):
+    path = tmp_path / "trials.parquet"
+    table = ResultsTable(path, study="s")
+    for i in range(5):
+        table.add(row(f"p{i:03d}_s0", val_accuracy=0.5))
+    table.compact()
+    os.truncate(path, path.stat().st_size // 2)
+    for read in (lambda: ResultsTable(path, study="s"), lambda: read_trials(tmp_path)):
+        with pytest.raises(DataError) as err:
+            read()
+        message = str(err.value)
+        assert str(path) in message and "damaged" in message and "--resume" in message
 
 
 def test_table_rejects_non_final_status(tmp_path):
