@@ -79,7 +79,8 @@ class Progress:
                 value > self.best[0] if self.mode == "max" else value < self.best[0]
             ):
                 self.best = (value, trial_id)
-        self.maybe_print(force=True)
+        # a line per finished trial, but at most one a second (a study of short trials)
+        self.maybe_print(force=self.clock() - self._last_print >= 1.0)
 
     def remaining_s(self) -> float | None:
         """Mean trial time x trials left / concurrency (None before the first trial ends)."""

@@ -225,6 +225,15 @@ class ResultsTable:
 
     write = compact  # the pre-journal name; also saves edits made to :attr:`rows`
 
+    def close_and_compact(self) -> None:
+        """At the end of a study: fold the journal in; if that fails (a full disk), the
+        journal stays and readers still merge it."""
+        try:
+            if self.journal.exists() or not self.path.exists():
+                self.compact()
+        except OSError:
+            self.close()
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

@@ -61,7 +61,10 @@ TOP_LEVEL = (
     "max_concurrent",
     "retries",
     "pack_size",
+    "mlflow",
 )
+REGISTER = ("best", "all", "none")  # mlflow.register: which trials get a registered model
+MLFLOW_DEFAULTS = {"register": "best", "register_top": 10}
 TRIAL_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
 # Data settings that may be factors (listed levels only: each level is embedded up front).
 DATA_PREFIX = "data."
@@ -132,6 +135,9 @@ class StudySpec:
     max_concurrent: int = 2
     retries: int = 1
     pack_size: int | str = "auto"  # trials per packed model (one Ray trial): auto | 1 (off) | N
+    # which completed trials get a full, registered MLflow model: the best register_top by
+    # the metric (best), every one (all) or none; every trial keeps its state file either way
+    mlflow: dict[str, Any] = field(default_factory=lambda: dict(MLFLOW_DEFAULTS))
     source: str = ""  # file the spec came from
     # encoder name (a data.encoder level) -> local directory to load it from (--encoder-path)
     encoder_paths: dict[str, str] = field(default_factory=dict)
@@ -213,6 +219,7 @@ class StudySpec:
             "metric": self.metric,
             "mode": self.mode,
             "pack_size": self.pack_size,
+            "mlflow": dict(self.mlflow),
             "data": self.data.to_dict(),
         }
 
@@ -301,6 +308,7 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
         max_concurrent=_positive_int(doc.get("max_concurrent", 2), "max_concurrent", low=1),
         retries=_positive_int(doc.get("retries", 1), "retries", low=0),
         pack_size=parse_pack_size(doc.get("pack_size", "auto")),
+        mlflow=_mlflow(doc.get("mlflow")),
         source=source,
     )
     if spec.search.kind != "optuna":
@@ -313,6 +321,29 @@ def _positive_int(value: Any, key: str, *, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{key} = {value!r} is not allowed; give an integer >= {low}.")
     return value
+
+
+def _mlflow(values: Any) -> dict[str, Any]:
+    """``mlflow: {register: best | all | none, register_top: K}`` (defaults: best, 10)."""
+    if values is None:
+        return dict(MLFLOW_DEFAULTS)
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"mlflow = {values!r} must be a mapping, e.g. {{register: best, register_top: 10}}."
+        )
+    unknown = sorted(set(values) - set(MLFLOW_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"unknown key mlflow.{unknown[0]}; allowed: {', '.join(MLFLOW_DEFAULTS)}."
+        )
+    out = {**MLFLOW_DEFAULTS, **values}
+    if out["register"] not in REGISTER:
+        raise ConfigError(
+            f"mlflow.register = {out['register']!r} is not allowed; allowed: {', '.join(REGISTER)} "
+            "(best: the register_top best trials by the study metric get a registered model)."
+        )
+    out["register_top"] = _positive_int(out["register_top"], "mlflow.register_top", low=1)
+    return out
 
 
 def _search(values: dict[str, Any]) -> SearchSpec:

@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,10 +36,17 @@ os.environ.setdefault(
     "RAY_AIR_NEW_OUTPUT", "0"
 )  # no experiment banner; qsweep prints its own progress
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Tune's built-in per-result JSON/CSV/TensorBoard loggers run on the driver for every
+# reported epoch (17 s for 9,000 results); qsweep reads none of their files.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# Tune saves its whole experiment state (every trial's JSON) every few seconds, O(N) each
+# time; qsweep resumes from trials.parquet, never from that state, so it saves once at the end.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1000000")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune import Callback, RunConfig, Stopper, TuneConfig, Tuner  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
 
 from model.config import DataConfig, TrialConfig
 from model.errors import ConfigError, ServiceError
@@ -60,16 +67,26 @@ from orchestrator.results import (
     utc_now,
 )
 from orchestrator.spec import StudySpec, data_key, split_point
-from orchestrator.tracking import TrialLogger, check_tracking_uri, default_tracking_uri
+from orchestrator.tracking import check_tracking_uri, default_tracking_uri
+from orchestrator.tracking.writer import ModelRef, StudyTracker
 
 __all__ = ["run_study", "StudyOutcome", "DEFAULT_FIT", "INTERRUPTED_EXIT"]
+
+# With Tune's file loggers off, its end-of-run analysis warns that it finds no result files.
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 DEFAULT_FIT = "model.training:fit"
 # A Ray trial whose process or node died (not a Python error: those are retried inside
 # the trainable) is restarted this many times, e.g. on another node after a node loss.
 LOST_TRIAL_RETRIES = 3
 INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: Slurm requeue scripts rerun with --resume
+CLOSE_TIMEOUT_S = 30.0  # after a stop, MLflow writes still queued get this long
 FitRef = str | Callable[..., Any]
+# Per-member values travel in lists, not as top-level numbers: Tune keeps min/max/mean/last
+# of every top-level number of every result in each trial's state (10 kB a trial).
+EPOCHS_KEY = "qsweep_epochs"  # a report's per-epoch metrics since the previous report
+MEMBERS_KEY = "qsweep_members"  # a final report's per-member results, in member order
+REPORT_EVERY_S = 0.5  # a trial reports to Tune at most this often (unless ASHA needs each epoch)
 
 
 @dataclass
@@ -83,6 +100,8 @@ class StudyOutcome:
     interrupted: bool
     wall_time_s: float
     tracking_uri: str
+    stop_reason: str = ""  # why the driver stopped the study itself (MLflow away too long)
+    phases: dict[str, float] = field(default_factory=dict)  # driver seconds by phase
 
 
 # ------------------------------------------------------------------------------------
@@ -93,19 +112,23 @@ def _resolve_fit(ref: FitRef) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-def _member_configs(config: dict[str, Any], fixed: dict[str, Any], seeds) -> list[dict[str, Any]]:
-    """The TrialConfig dicts of a Ray trial's members: a planned pack, or an Optuna
-    suggestion repeated over the study's seeds."""
+def _member_configs(
+    config: dict[str, Any], fixed: dict[str, Any], seeds, plan: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The TrialConfig dicts of a Ray trial's members: a planned pack (``config["qsweep"]``
+    is its index in ``plan``), or an Optuna suggestion repeated over the study's seeds."""
     if "qsweep" in config:  # explicit grid / DOE pack
-        return [dict(m["config"]) for m in config["qsweep"]["members"]]
+        return [dict(m["config"]) for m in plan[config["qsweep"]]["members"]]
     values, _ = split_point({k: plain(v) for k, v in config.items()})
     return [{**fixed, **values, "seed": seed} for seed in seeds]
 
 
-def _trial_data(config: dict[str, Any], data_base: DataConfig) -> DataConfig:
+def _trial_data(
+    config: dict[str, Any], data_base: DataConfig, plan: list[dict[str, Any]]
+) -> DataConfig:
     """The data setting of a Ray trial: its pack's, or an Optuna suggestion's ``data.*``."""
     if "qsweep" in config:
-        return DataConfig.from_dict(config["qsweep"]["data"])
+        return DataConfig.from_dict(plan[config["qsweep"]]["data"])
     _, values = split_point({k: plain(v) for k, v in config.items()})
     return data_base.replace(**values) if values else data_base
 
@@ -141,12 +164,13 @@ def _fit_members(fit, configs, data, on_epoch, pack_size: int, retries: int) -> 
     return out
 
 
-def _final_report(index: int, result: Any, attempt: int, metric: str) -> dict[str, Any]:
-    prefix = f"m{index}/"
+def _final_report(result: Any, attempt: int, metric: str) -> dict[str, Any]:
+    """One member's part of its pack's final report (an entry of ``MEMBERS_KEY``)."""
     if isinstance(result, Exception):
-        return {prefix + "qsweep_status": "failed", prefix + "attempts": attempt,
-                prefix + "error": f"{type(result).__name__}: {result}"}  # fmt: skip
-    final = {**result.summary(), "qsweep_status": "completed", "attempts": attempt}
+        return {"qsweep_status": "failed", "attempts": attempt,
+                "error": f"{type(result).__name__}: {result}"}  # fmt: skip
+    final = {**result.summary(), "qsweep_status": "completed", "attempts": attempt,
+             "has_state": getattr(result, "state", None) is not None}  # fmt: skip
     if metric not in final:
         best = (
             result.history[result.best_epoch - 1]
@@ -154,7 +178,7 @@ def _final_report(index: int, result: Any, attempt: int, metric: str) -> dict[st
             else {}
         )
         final[metric] = best.get(metric, math.nan)
-    return {prefix + k: plain(v) for k, v in final.items()}
+    return {k: plain(v) for k, v in final.items()}
 
 
 def _aggregate(values: list[float], mode: str) -> float:
@@ -177,13 +201,17 @@ def _trainable(
     metric: str,
     mode: str,
     pack_size: int | str,
+    plan: list[dict[str, Any]],
+    every_epoch: bool = False,
 ) -> None:
     """One Ray trial = one pack of members, trained together (``fit_packed``).
 
-    Every epoch is one ``tune.report`` with each member's metrics under ``m<i>/`` and,
+    Epochs are reported to Tune at most every :data:`REPORT_EVERY_S` (every epoch when
+    ``every_epoch``: ASHA counts reports as its time), each report carrying the epochs
+    since the last one under :data:`EPOCHS_KEY` (``{member index: metrics}`` per epoch) and,
     for the scheduler, the epoch and the best member's ``metric`` at the top level (a
     pack of one reports its metrics flat too, which ASHA uses). The final report carries
-    every member's final metrics or error; ``metric`` there is the mean over completed
+    every member's final metrics or error (a list under :data:`MEMBERS_KEY`); ``metric`` there is the mean over completed
     members (what an Optuna suggestion repeated over seeds is scored by). A failure of
     the whole pack is retried up to ``retries`` times; a member that fails alone (a
     non-finite loss) is recorded as failed while the others go on.
@@ -195,16 +223,24 @@ def _trainable(
     torch.set_num_threads(max(1, int(cpu)))
     fit = _resolve_fit(fit_ref)
     error, last_tb = "", ""
-    members = _member_configs(config, fixed, seeds)
-    data: EmbeddedSplits = ray.get(data_refs[data_key(_trial_data(config, data_base))])
+    members = _member_configs(config, fixed, seeds, plan)
+    data: EmbeddedSplits = ray.get(data_refs[data_key(_trial_data(config, data_base, plan))])
+    epochs: list[dict[int, dict[str, Any]]] = []  # per-epoch metrics not yet reported
+    last_report = [0.0]
     for attempt in range(1, retries + 2):
+        epochs.clear()
         try:
             configs = [TrialConfig.from_dict(m, where="trial") for m in members]
 
             def on_epoch(by_member, _attempt: int = attempt, _n: int = len(configs)) -> None:
-                report: dict[str, Any] = {"attempt": _attempt}
-                for m, metrics in by_member.items():
-                    report.update({f"m{m}/{k}": plain(v) for k, v in metrics.items()})
+                epochs.append({m: {k: plain(v) for k, v in metrics.items()}
+                               for m, metrics in by_member.items()})  # fmt: skip
+                now = time.monotonic()
+                if not every_epoch and now - last_report[0] < REPORT_EVERY_S:
+                    return  # sent with a later report (the final one at the latest)
+                last_report[0] = now
+                report: dict[str, Any] = {"attempt": _attempt, EPOCHS_KEY: list(epochs)}
+                epochs.clear()
                 report["epoch"] = max(int(v["epoch"]) for v in by_member.values())
                 if _n == 1:
                     report.update({k: plain(v) for k, v in by_member[0].items()})
@@ -222,25 +258,19 @@ def _trainable(
                 retries = attempt - 1
                 break
             continue
-        final: dict[str, Any] = {"qsweep_final": 1, "attempts": attempt}
-        for m, (result, tries) in enumerate(results):
-            final.update(_final_report(m, result, attempt + tries - 1, metric))
-        done = [
-            final.get(f"m{m}/{metric}")
-            for m, (r, _) in enumerate(results)
-            if not isinstance(r, Exception)
-        ]
+        parts = [_final_report(r, attempt + tries - 1, metric) for r, tries in results]
+        done = [p.get(metric) for p in parts if p["qsweep_status"] == "completed"]
         done = [v for v in done if isinstance(v, (int, float)) and not math.isnan(v)]
-        final[metric] = sum(done) / len(done) if done else math.nan
-        if len(results) == 1:
-            final.update({k[3:]: v for k, v in final.items() if k.startswith("m0/")})
+        final: dict[str, Any] = {
+            "qsweep_final": 1, "attempts": attempt, EPOCHS_KEY: epochs, MEMBERS_KEY: parts,
+            metric: sum(done) / len(done) if done else math.nan,
+        }  # fmt: skip
         tune.report(final, checkpoint=_states_checkpoint([r for r, _ in results]))
         return
-    failed: dict[str, Any] = {metric: math.nan, "qsweep_final": 1, "attempts": retries + 1}
-    for m in range(len(members)):
-        failed.update({f"m{m}/qsweep_status": "failed", f"m{m}/attempts": retries + 1,
-                       f"m{m}/error": error, f"m{m}/traceback": last_tb[-2000:]})  # fmt: skip
-    tune.report(failed)
+    part = {"qsweep_status": "failed", "attempts": retries + 1, "error": error,
+            "traceback": last_tb[-2000:]}  # fmt: skip
+    tune.report({metric: math.nan, "qsweep_final": 1, "attempts": retries + 1,
+                 MEMBERS_KEY: [dict(part) for _ in members]})  # fmt: skip
 
 
 STATES_FILE = "states.pt"  # {member index: TrialResult.state} in a pack's final checkpoint
@@ -262,16 +292,14 @@ def _states_checkpoint(results: list) -> tune.Checkpoint | None:
     return tune.Checkpoint.from_directory(str(directory))
 
 
-def _load_states(checkpoint: tune.Checkpoint | None) -> dict[int, Any]:
-    """``{member index: TrialResult.state}`` from a pack's final checkpoint ({} if none)."""
+def _states_file(checkpoint: tune.Checkpoint | None) -> Path | None:
+    """The states file of a pack's final checkpoint, where Ray persisted it under the
+    study's storage path (None without one). The tracker copies it into the study's
+    ``models/`` directory; the driver never loads it."""
     if checkpoint is None:
-        return {}
-    import torch
-
-    with checkpoint.as_directory() as directory:
-        path = Path(directory) / STATES_FILE
-        # Our own file: state_dicts of tensors, or fitted sklearn Pipelines (pickled).
-        return torch.load(path, weights_only=False) if path.exists() else {}
+        return None
+    path = Path(checkpoint.path) / STATES_FILE
+    return path if path.exists() else None
 
 
 class _InterruptStopper(Stopper):
@@ -308,9 +336,9 @@ class _Live:
 
 
 def _member(report: dict[str, Any], index: int) -> dict[str, Any]:
-    """Member ``index``'s part of a pack's report (keys ``m<index>/...``), unprefixed."""
-    prefix = f"m{index}/"
-    return {k[len(prefix) :]: v for k, v in report.items() if k.startswith(prefix)}
+    """Member ``index``'s part of a pack's final report ({} in any other report)."""
+    parts = report.get(MEMBERS_KEY) or []
+    return dict(parts[index]) if index < len(parts) else {}
 
 
 class _StudyCallback(Callback):
@@ -320,14 +348,16 @@ class _StudyCallback(Callback):
         self,
         spec: StudySpec,
         table: ResultsTable,
-        logger: TrialLogger,
+        logger: StudyTracker,
         progress: Progress,
         interrupted: threading.Event,
         on_signal: Callable[[int, Any], None],
         next_index: int,
         encoder_ids: dict[str, str],
+        plan: list[dict[str, Any]],
     ) -> None:
         self.spec = spec
+        self.plan = plan  # the packs of a grid/DOE study; a Ray trial's config["qsweep"] indexes it
         self.encoder_ids = encoder_ids  # data key -> resolved encoder identity
         self.table = table
         self.logger = logger
@@ -338,6 +368,9 @@ class _StudyCallback(Callback):
         self.live: dict[str, list[_Live]] = {}  # Ray trial id -> its members
         self.checkpoints: dict[str, Any] = {}  # Ray trial id -> its final checkpoint (models)
         self.ran = self.failed = self.stopped = 0
+        self.stop_reason = ""  # why the driver stopped the study itself (empty: it did not)
+        self.phases = {"row": 0.0, "table": 0.0, "enqueue": 0.0}  # driver seconds (benchmarks)
+        self._defaults = TrialConfig().to_dict()
 
     def __getstate__(self) -> dict:
         # Tuner pickles its run config for Tuner.restore, which qsweep does not use.
@@ -350,6 +383,9 @@ class _StudyCallback(Callback):
         # tune.run installs its own SIGUSR1 handler; ours also records that we were interrupted.
         if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) is not self.on_signal:
             signal.signal(signal.SIGUSR1, self.on_signal)
+        if self.logger.failure and not self.interrupted.is_set():
+            self.stop_reason = self.logger.failure  # MLflow away too long: stop cleanly
+            self.interrupted.set()
         self.progress.maybe_print()
 
     def _live(self, trial) -> list[_Live]:
@@ -357,10 +393,10 @@ class _StudyCallback(Callback):
         if members is not None:
             return members
         config = trial.config
-        data = _trial_data(config, self.spec.data)
+        data = _trial_data(config, self.spec.data, self.plan)
         columns = data_columns(data, self.encoder_ids.get(data_key(data), ""))
         if "qsweep" in config:
-            meta = config["qsweep"]
+            meta = self.plan[config["qsweep"]]
             pack_id = meta["pack_id"]
             planned = [
                 (m["trial_id"], m["point_id"], m["seed"], m["config"]) for m in meta["members"]
@@ -368,13 +404,13 @@ class _StudyCallback(Callback):
         else:  # an Optuna suggestion: one point, every seed
             point_id = f"o{self.next_index:03d}"
             self.next_index += 1
-            configs = _member_configs(config, self.spec.fixed, self.spec.seeds)
+            configs = _member_configs(config, self.spec.fixed, self.spec.seeds, self.plan)
             planned = [(f"{point_id}_s{c['seed']}", point_id, c["seed"], c) for c in configs]
             pack_id = point_id if len(planned) > 1 else planned[0][0]
         now, t0 = utc_now(), time.monotonic()
         members = [
             _Live(
-                tid, pid, seed, {**TrialConfig().to_dict(), **values, **columns}, now, t0, pack_id
+                tid, pid, seed, {**self._defaults, **values, **columns}, now, t0, pack_id
             )  # fmt: skip
             for tid, pid, seed, values in planned
         ]
@@ -398,19 +434,19 @@ class _StudyCallback(Callback):
         members = self._live(trial)
         for live in members:
             live.node = result.get("hostname") or live.node
-        if result.get("qsweep_final") or "epoch" not in result:
-            return
-        for index, live in enumerate(members):
-            metrics = _member(result, index)
-            if "epoch" not in metrics:
-                continue
-            epoch = int(metrics["epoch"])
-            live.last_epoch = epoch
-            value = metrics.get("val_accuracy")
-            if isinstance(value, (int, float)) and (live.best is None or value > live.best):
-                live.best, live.best_epoch = float(value), epoch
-            epoch_metrics = {k: v for k, v in metrics.items() if k in EPOCH_METRICS}
-            self.logger.log_epoch(live.trial_id, epoch_metrics, step=epoch)
+        # the epochs since the last report ({member index: metrics} each; see _trainable)
+        for by_member in result.get(EPOCHS_KEY) or ():
+            for index, metrics in by_member.items():
+                self._epoch(members[int(index)], metrics)
+
+    def _epoch(self, live: _Live, metrics: dict[str, Any]) -> None:
+        epoch = int(metrics["epoch"])
+        live.last_epoch = epoch
+        value = metrics.get("val_accuracy")
+        if isinstance(value, (int, float)) and (live.best is None or value > live.best):
+            live.best, live.best_epoch = float(value), epoch
+        epoch_metrics = {k: v for k, v in metrics.items() if k in EPOCH_METRICS}
+        self.logger.log_epoch(live.trial_id, epoch_metrics, step=epoch)
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
         self.checkpoints[trial.trial_id] = checkpoint
@@ -419,11 +455,17 @@ class _StudyCallback(Callback):
         last = trial.last_result or {}
         if last.get("qsweep_final"):
             checkpoint = self.checkpoints.pop(trial.trial_id, None) or trial.checkpoint
-            states = _load_states(checkpoint)
-            for index, live in enumerate(self._live(trial)):
+            states = _states_file(checkpoint)
+            members = self._live(trial)
+            for index, live in enumerate(members):
                 member = _member(last, index)
                 status = member.get("qsweep_status", "failed")
-                self._record(live, status, member, state=states.get(index))
+                model = (
+                    ModelRef(states, index, live.pack_id)
+                    if states is not None and member.get("has_state")
+                    else None
+                )
+                self._record(live, status, member, model=model)
             self.live.pop(trial.trial_id, None)
         elif not self.interrupted.is_set():
             for index, live in enumerate(self._live(trial)):  # stopped early by ASHA
@@ -467,7 +509,10 @@ class _StudyCallback(Callback):
             self.progress.running.discard(live.trial_id)
             self.logger.abandon(live.trial_id)
 
-    def _record(self, live: _Live, status: str, last: dict[str, Any], state: Any = None) -> None:
+    def _record(
+        self, live: _Live, status: str, last: dict[str, Any], model: ModelRef | None = None
+    ) -> None:
+        t0 = time.perf_counter()
         partial = dict(
             val_accuracy=live.best,
             best_epoch=live.best_epoch,
@@ -486,19 +531,18 @@ class _StudyCallback(Callback):
         )
         row["pack_id"] = live.pack_id
         row["node"] = live.node
+        t1 = time.perf_counter()
         self.table.add(row)
-        self.logger.finish(live.trial_id, row, state=state if status == "completed" else None)
-        self.logger.update_study(
-            list(self.table.rows.values()),
-            planned=self.spec.n_trials(),
-            metric=self.spec.metric,
-            mode=self.spec.mode,
-        )
+        t2 = time.perf_counter()
+        self.logger.finish(live.trial_id, row, model=model if status == "completed" else None)
         self.ran += 1
         self.failed += status == "failed"
         self.stopped += status == "stopped"
         value = row.get(self.spec.metric) if self.spec.metric in row else last.get(self.spec.metric)
         self.progress.finished(live.trial_id, status, plain(value), time.monotonic() - live.t0)
+        self.phases["row"] += t1 - t0
+        self.phases["table"] += t2 - t1
+        self.phases["enqueue"] += time.perf_counter() - t2
 
 
 # ------------------------------------------------------------------------------------
@@ -612,39 +656,45 @@ def run_study(
     fit_ref: FitRef = fit or os.environ.get("QSWEEP_FIT") or DEFAULT_FIT
     concurrency = max_concurrent or spec.max_concurrent
     size = resolve_pack_size(spec, pack_size)
-    with StudyLock(study_dir), contextlib.ExitStack() as on_error:
+    with StudyLock(study_dir), contextlib.ExitStack() as on_exit:
         prepare_study_dir(spec, study_dir, resume=resume)
         uri = tracking_uri or default_tracking_uri(study_dir)
         check_tracking_uri(uri)
-        logger = TrialLogger(uri, spec.name)
-        planned_n = spec.n_trials()
-        logger.open_study(spec.study_dict(), spec_file=spec.source or None, planned=planned_n)
-        on_error.push(logger.study_exit)  # a driver that raises ends the study run KILLED
-        record_study(spec, study_dir)
+        # the table first: a damaged one is an error before MLflow is touched
         table = ResultsTable(trials_path(study_dir), study=spec.name)
-        on_error.callback(table.compact)  # the journal folded into trials.parquet, even on error
-        if not table.path.exists() or table.journal.exists():
-            table.compact()  # an empty table to start; or the journal a killed driver left
         planned = {p.trial_id: p for p in spec.planned_trials()} if not spec.is_optuna else {}
+        rows = table.load_rows() if table.index else {}
+        check_rows_match_plan(rows, planned, study_dir)
         # a row trained on another data setting (e.g. another --encoder) is rerun
         done = {
-            t
-            for t in table.done_ids()
-            if t not in planned or same_data(table.rows[t], planned[t].data)
+            t for t in table.done_ids() if t not in planned or same_data(rows[t], planned[t].data)
         }
+        tracker = StudyTracker(
+            uri, spec.name, study_dir=study_dir, metric=spec.metric, mode=spec.mode,
+            register=spec.mlflow["register"], register_top=spec.mlflow["register_top"],
+            stream=stream,
+        )  # fmt: skip
+        planned_n = spec.n_trials()
+        tracker.open(spec.study_dict(), spec_file=spec.source or None, planned=planned_n)
+        on_exit.push(tracker.exit_on_error)  # a driver that raises ends the study run KILLED
+        record_study(spec, study_dir)
+        on_exit.callback(table.close_and_compact)  # the journal folded into the table at the end
+        if not table.path.exists() or table.journal.exists():
+            table.compact()  # an empty table to start; or the journal a killed driver left
         if done:
-            logger.reconcile([r for r in table.rows.values() if r["trial_id"] in done])
+            tracker.reconcile([rows[t] for t in done])
+        suggested = {rows[t]["point_id"] for t in done} if spec.is_optuna else set()
+        del rows  # the driver keeps the table's index, not its rows
 
         todo = [p for p in planned.values() if p.trial_id not in done]
         if spec.is_optuna:  # suggestions still to make (each one trains every seed)
-            suggested = {table.rows[t]["point_id"] for t in done if t in table.rows}
             remaining = max(0, spec.search.trials - len(suggested))
         else:
             remaining = len(todo)
         packs = plan_packs(todo, size, gpu=spec.resources.get("gpu", 0) > 0, slots=concurrency)
         outcome = StudyOutcome(study_dir, planned_n, 0, len(done), 0, 0, False, 0.0, uri)
         if remaining == 0:
-            logger.close_study()
+            tracker.close()
             outcome.wall_time_s = time.monotonic() - t0
             return outcome
 
@@ -676,14 +726,18 @@ def run_study(
         for s in handlers:
             signal.signal(s, on_signal)
         try:
-            data_refs, encoder_ids = _put_data(spec, settings, data, logger)
+            data_refs, encoder_ids = _put_data(spec, settings, data, tracker)
+            tracker.start_thread()
+            plan = _plan(packs) if not spec.is_optuna else []
             callback = _StudyCallback(
-                spec, table, logger, progress, interrupted, on_signal,
-                next_index=table.next_optuna_index(), encoder_ids=encoder_ids,
+                spec, table, tracker, progress, interrupted, on_signal,
+                next_index=table.next_optuna_index(), encoder_ids=encoder_ids, plan=plan,
             )  # fmt: skip
-            tuner = _tuner(spec, packs, remaining, concurrency, table, callback, interrupted,
-                           study_dir, data_refs, fit_ref, size)  # fmt: skip
+            tuner = _tuner(spec, packs, plan, remaining, concurrency, table, callback,
+                           interrupted, study_dir, data_refs, fit_ref, size)  # fmt: skip
+            t_fit = time.perf_counter()
             tuner.fit()
+            fit_s = time.perf_counter() - t_fit
             callback.abandon_all()
         finally:
             for s, h in handlers.items():
@@ -696,10 +750,50 @@ def run_study(
             callback.stopped,
         )
         outcome.interrupted = interrupted.is_set()
-        logger.close_study(interrupted=outcome.interrupted)
+        outcome.stop_reason = callback.stop_reason
+        t_close = time.perf_counter()
+        # a stop (SIGTERM, a Slurm time limit) leaves little time: what is not written by
+        # then is logged from trials.parquet by --resume
+        tracker.close(interrupted=outcome.interrupted,
+                      timeout_s=CLOSE_TIMEOUT_S if outcome.interrupted else None)  # fmt: skip
+        outcome.phases = {
+            "tune_fit_s": fit_s,
+            "mlflow_drain_s": time.perf_counter() - t_close,
+            **{f"driver_{k}_s": v for k, v in callback.phases.items()},
+            **{f"mlflow_{k}_s": v for k, v in tracker.timings.items()},
+        }
         outcome.wall_time_s = time.monotonic() - t0
         progress.maybe_print(force=True)
         return outcome
+
+
+# Settings that choose how a trial is computed, not what: a row trained with another value
+# still counts as the same trial on --resume.
+ENGINE_SETTINGS = ("device", "cuda_graphs", "gradient", "cpu_kernel", "eval_batch_size")
+
+
+def check_rows_match_plan(rows: dict[str, dict], planned: dict, study_dir: Path) -> None:
+    """ConfigError when finished rows were trained with other settings than the plan gives
+    their trial ids (e.g. ``fixed.epochs`` changed with study.json gone), naming the keys."""
+    differ: dict[str, list[str]] = {}
+    for trial_id, row in rows.items():
+        planned_trial = planned.get(trial_id)
+        if planned_trial is None:
+            continue
+        want = planned_trial.config.to_dict()
+        for key, value in want.items():
+            if key in ENGINE_SETTINGS or key == "seed" or row.get(key) is None:
+                continue
+            if row[key] != value:
+                differ.setdefault(key, []).append(f"{trial_id}: {row[key]!r} -> {value!r}")
+    if differ:
+        keys = ", ".join(f"{k} ({len(v)} rows, e.g. {v[0]})" for k, v in sorted(differ.items()))
+        raise ConfigError(
+            f"--resume: the rows in {study_dir}/trials.parquet were trained with other settings "
+            f"than this search space gives the same trial ids: {keys}. Resume with the search "
+            "space they were trained with, or run the changed study into another --results "
+            "directory."
+        )
 
 
 def _put_data(
@@ -731,14 +825,52 @@ def _put_data(
     return refs, ids
 
 
+def _plan(packs) -> list[dict[str, Any]]:
+    """The packs of a grid/DOE study as plain dicts: what a Ray trial's index refers to."""
+    return [
+        {
+            "pack_id": pack.pack_id,
+            "data": pack.members[0].data.to_dict(),
+            "members": [
+                {"trial_id": m.trial_id, "point_id": m.point_id, "seed": m.seed,
+                 "config": m.config.to_dict()}
+                for m in pack.members
+            ],
+        }
+        for pack in packs
+    ]  # fmt: skip
+
+
+class _PlanSearcher(Searcher):
+    """Hands out the planned packs one by one: ``{"qsweep": index}`` per Ray trial.
+
+    Not ``tune.grid_search(packs)``: Tune's grid generator deep-copies the whole param
+    space for every variant, O(N^2) in the packs (116 of 178 driver CPU seconds for 300
+    trials), and keeps every pack's members in each trial's saved state."""
+
+    def __init__(self, pack_ids: list[str], metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.pack_ids, self.n, self.next = pack_ids, len(pack_ids), 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.next >= self.n:
+            return Searcher.FINISHED
+        self.next += 1
+        return {"qsweep": self.next - 1, "qsweep_pack": self.pack_ids[self.next - 1]}
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        pass
+
+
 def _dirname(trial) -> str:
-    meta = trial.config.get("qsweep")
-    return meta["pack_id"] if meta else f"trial_{trial.trial_id}"
+    """A Ray trial's directory: its pack id (a module-level function: Tune saves it with
+    every trial, so it must not hold the plan)."""
+    return trial.config.get("qsweep_pack") or f"trial_{trial.trial_id}"
 
 
 def _tuner(
-    spec, packs, remaining, concurrency, table, callback, interrupted, study_dir, data_refs,
-    fit_ref, pack_size,
+    spec, packs, plan, remaining, concurrency, table, callback, interrupted, study_dir,
+    data_refs, fit_ref, pack_size,
 ) -> Tuner:  # fmt: skip
     from ray.tune import FailureConfig
     from ray.tune.schedulers import ASHAScheduler
@@ -755,6 +887,8 @@ def _tuner(
         metric=spec.metric,
         mode=spec.mode,
         pack_size=pack_size,
+        plan=plan,
+        every_epoch=bool(spec.early_stopping),
     )
     trainable = tune.with_resources(
         trainable, {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
@@ -784,24 +918,13 @@ def _tuner(
             trial_dirname_creator=_dirname,
         )
     else:
-        points = [
-            {
-                "pack_id": pack.pack_id,
-                "data": pack.members[0].data.to_dict(),
-                "members": [
-                    {"trial_id": m.trial_id, "point_id": m.point_id, "seed": m.seed,
-                     "config": m.config.to_dict()}
-                    for m in pack.members
-                ],
-            }
-            for pack in packs
-        ]  # fmt: skip
-        param_space = {"qsweep": tune.grid_search(points)}
+        param_space = {}
         tune_config = TuneConfig(
             metric=spec.metric,
             mode=spec.mode,
+            search_alg=_PlanSearcher([p["pack_id"] for p in plan], spec.metric, spec.mode),
             scheduler=scheduler,
-            num_samples=1,
+            num_samples=len(plan),
             max_concurrent_trials=concurrency,
             reuse_actors=True,
             trial_dirname_creator=_dirname,

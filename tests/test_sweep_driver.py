@@ -103,10 +103,10 @@ def test_grid_rows_failures_retries_and_mlflow(ray_session, tmp_path):
     assert sorted(r.info.run_name for r in runs) == sorted(df.trial_id)
     (parent,) = client.search_runs(
         [runs[0].info.experiment_id], "tags.`qsweep.kind` = 'study'"
-    )  # the study's run: counts updated as each trial ended, best trial
+    )  # the study's run: counts updated as trials end (at most every few seconds), best trial
     assert parent.data.metrics["trials_done"] == 6 and parent.data.metrics["trials_failed"] == 2
     done_steps = [m.step for m in client.get_metric_history(parent.info.run_id, "trials_done")]
-    assert sorted(done_steps) == [1, 2, 3, 4, 5, 6]
+    assert sorted(done_steps)[-1] == 6 and set(done_steps) <= {0, 1, 2, 3, 4, 5, 6}
     best = df[df.status == "completed"].sort_values("val_accuracy").iloc[-1]
     assert parent.data.metrics["best/val_accuracy"] == pytest.approx(best.val_accuracy)
     for mr in runs:

@@ -95,6 +95,7 @@ def log_trial_model(
     version = getattr(info, "registered_model_version", None)
     if version is not None:
         client.set_model_version_tag(study, str(version), "qsweep.trial_id", row["trial_id"])
+        client.set_tag(run_id, "qsweep.model_version", str(version))
     return info.model_uri
 
 

@@ -66,6 +66,7 @@ class TrialLogger:
         # flush instead of one per member and epoch
         self._pending: dict[str, list] = {}  # run_id -> [Metric]
         self._flushed = time.monotonic()
+        self._bulk = True  # finished runs in bulk into a SQL store, until that fails once
 
     def _existing(self, trial_id: str) -> list:
         return _all_runs(self.client, self.experiment_id, f"tags.`qsweep.trial_id` = '{trial_id}'")
@@ -81,12 +82,17 @@ class TrialLogger:
     ) -> str:
         """Create the trial's run (a child of the study run); an unfinished run of the same
         trial id (earlier attempt) is replaced. ``tags`` are added (e.g. a pack id)."""
-        for old in self._existing(trial_id):
-            self._pending.pop(old.info.run_id, None)
-            self.client.delete_run(old.info.run_id)
-        from mlflow.entities import Param
+        self.delete_runs([old.info.run_id for old in self._existing(trial_id)])
+        run_id = self.create_run(trial_id, point_id=point_id, seed=seed, params=params, tags=tags)
+        self.runs[trial_id] = run_id
+        return run_id
 
-        tags = {
+    # --- building blocks (the background writer composes them) -------------------------
+    def trial_tags(
+        self, trial_id: str, *, point_id: str, seed: Any, tags: dict[str, Any] | None = None
+    ) -> dict[str, str]:
+        """The tags a trial run starts with (status ``running``), plus ``tags``."""
+        return {
             "qsweep.study": self.study,
             "qsweep.trial_id": trial_id,
             "qsweep.point_id": point_id,
@@ -97,12 +103,126 @@ class TrialLogger:
             **({"qsweep.encoder": self.encoder} if self.encoder else {}),
             **{k: str(v) for k, v in (tags or {}).items()},
         }
-        run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
+
+    def create_run(
+        self,
+        trial_id: str,
+        *,
+        point_id: str,
+        seed: Any,
+        params: dict[str, Any],
+        tags: dict[str, Any] | None = None,
+        start_ms: int | None = None,
+    ) -> str:
+        """A new RUNNING trial run with its tags, params and dataset input; its run id."""
+        from mlflow.entities import Param
+
+        tags = self.trial_tags(trial_id, point_id=point_id, seed=seed, tags=tags)
+        run = self.client.create_run(
+            self.experiment_id, run_name=trial_id, tags=tags, start_time=start_ms
+        )
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         if self.dataset is not None:
             _log_dataset(self.client, run_id, self.dataset)
-        self.runs[trial_id] = run_id
+        return run_id
+
+    def delete_runs(self, run_ids) -> None:
+        for run_id in run_ids:
+            self._pending.pop(run_id, None)
+            self.client.delete_run(run_id)
+
+    def final_entries(
+        self, row: dict[str, Any], tags: dict[str, Any] | None = None
+    ) -> tuple[list[tuple[str, float, int, int]], dict[str, str]]:
+        """A finished trial's final metrics ``(key, value, timestamp_ms, 0)`` and final tags
+        (status, times, device, error, description, ``tags``) from its table row."""
+        now = int(time.time() * 1000)
+        metrics = [(k, float(row[k]), now, 0) for k in FINAL_METRICS if _is_number(row.get(k))]
+        final = {"qsweep.status": str(row["status"])}
+        for key in ("started_at", "finished_at", "device"):
+            if row.get(key):
+                final[f"qsweep.{key}"] = str(row[key])
+        if row.get("error"):
+            final["qsweep.error"] = str(row["error"])[:_TAG_MAX]
+        final["mlflow.note.content"] = trial_description(row)
+        final.update({k: str(v) for k, v in (tags or {}).items()})
+        return metrics, final
+
+    def finished_run(
+        self,
+        row: dict[str, Any],
+        *,
+        params: dict[str, Any] | None = None,
+        epochs: list | None = None,
+        tags: dict[str, Any] | None = None,
+        start_ms: int | None = None,
+    ):
+        """A finished trial as one :class:`bulk.FinishedRun` (start and final tags, params,
+        final metrics and the per-epoch history ``epochs``)."""
+        from orchestrator.tracking.bulk import FinishedRun
+
+        metrics, final = self.final_entries(row, tags)
+        start = self.trial_tags(
+            row["trial_id"], point_id=row.get("point_id") or "", seed=row.get("seed"), tags=tags
+        )
+        end_ms = int(time.time() * 1000)
+        return FinishedRun(
+            run_name=row["trial_id"],
+            start_ms=start_ms or end_ms,
+            end_ms=end_ms,
+            status=_STATUS.get(row["status"], "FINISHED"),
+            tags={**start, **final},
+            params={k: str(v) for k, v in (params or row_params(row)).items()},
+            metrics=[*metrics, *(epochs or [])],
+        )
+
+    def can_bulk(self) -> bool:
+        """Whether finished runs go into the store many per transaction (:mod:`bulk`)."""
+        from orchestrator.tracking import bulk
+
+        return self._bulk and bulk.bulk_store(self.client) is not None
+
+    def write_finished(self, runs: list) -> list[str]:
+        """Write finished runs: in one transaction into a SQL store (:mod:`bulk`), else (an
+        HTTP server, or a store whose schema bulk writing does not know) call by call."""
+        from orchestrator.tracking import bulk
+
+        if self.can_bulk():
+            dataset = (self.dataset.name, self.dataset.digest) if self.dataset else None
+            try:
+                return bulk.write_finished_runs(
+                    self.client, self.experiment_id, runs, dataset=dataset
+                )
+            except Exception as err:  # noqa: BLE001 - an unknown schema: the client API instead
+                if _transient(err):
+                    raise
+                self._bulk = False
+                print(
+                    f"qsweep: MLflow store {self.uri}: bulk writes failed ({type(err).__name__}: "
+                    f"{str(err)[:200]}); logging runs one call at a time instead",
+                    file=sys.stderr,
+                )
+        return [self._write_one(run) for run in runs]
+
+    def _write_one(self, run) -> str:
+        from mlflow.entities import Metric, Param
+
+        created = self.client.create_run(
+            self.experiment_id, run_name=run.run_name, tags=run.tags, start_time=run.start_ms
+        )
+        run_id = created.info.run_id
+        params = [Param(k, v) for k, v in run.params.items()]
+        metrics = [Metric(*m) for m in run.metrics]
+        for lo in range(0, max(len(params), len(metrics), 1), _BATCH_METRICS):
+            self.client.log_batch(
+                run_id,
+                params=params[lo : lo + _BATCH_METRICS],
+                metrics=metrics[lo : lo + _BATCH_METRICS],
+            )
+        if self.dataset is not None:
+            _log_dataset(self.client, run_id, self.dataset)
+        self.client.set_terminated(run_id, status=run.status, end_time=run.end_ms)
         return run_id
 
     def log_epoch(self, trial_id: str, metrics: dict[str, Any], step: int) -> None:
@@ -147,31 +267,20 @@ class TrialLogger:
         if run_id is not None:
             self.flush_epochs(run_id)
         else:
-            params = {k: row[k] for k in _config_names() if k in row and row[k] is not None}
-            params["seed"] = row.get("seed")
             run_id = self.start(
                 trial_id,
                 point_id=row.get("point_id") or "",
                 seed=row.get("seed") or 0,
-                params=params,
+                params=row_params(row),
                 tags=tags,
             )
             self.runs.pop(trial_id, None)
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, float(row[k]), now, 0)
-            for k in FINAL_METRICS
-            if isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool)
-        ]
-        run_tags = [RunTag("qsweep.status", str(row["status"]))]
-        for key in ("started_at", "finished_at", "device"):
-            if row.get(key):
-                run_tags.append(RunTag(f"qsweep.{key}", str(row[key])))
-        if row.get("error"):
-            run_tags.append(RunTag("qsweep.error", str(row["error"])[:_TAG_MAX]))
-        run_tags.append(RunTag("mlflow.note.content", trial_description(row)))
-        run_tags.extend(RunTag(k, str(v)) for k, v in (tags or {}).items())
-        self.client.log_batch(run_id, metrics=metrics, tags=run_tags)
+        metrics, final = self.final_entries(row, tags)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(*m) for m in metrics],
+            tags=[RunTag(k, v) for k, v in final.items()],
+        )
         if state is not None and row.get("status") == "completed":
             try:
                 self.log_model(run_id, row, state)
@@ -192,18 +301,24 @@ class TrialLogger:
             self.client.set_terminated(run_id, status="KILLED")
 
     def reconcile(self, rows: list[dict[str, Any]]) -> int:
-        """Log table rows that have no terminated run (driver killed between table and MLflow)."""
-        terminated = {
-            r.data.tags.get("qsweep.trial_id")
-            for r in _all_runs(self.client, self.experiment_id)
-            if r.info.status in ("FINISHED", "FAILED") and r.data.tags.get("qsweep.trial_id")
-        }
-        n = 0
-        for row in rows:
-            if row["trial_id"] not in terminated:
-                self.finish(row["trial_id"], row)
-                n += 1
-        return n
+        """Log table rows that have no terminated run (the driver was killed between the
+        table and MLflow), replacing their unfinished runs; returns how many were logged."""
+        runs_of: dict[str, list] = {}
+        for run in _all_runs(self.client, self.experiment_id):
+            trial = run.data.tags.get("qsweep.trial_id")
+            if trial:
+                runs_of.setdefault(trial, []).append(run)
+        missing = [
+            row
+            for row in rows
+            if not any(
+                r.info.status in ("FINISHED", "FAILED") for r in runs_of.get(row["trial_id"], [])
+            )
+        ]
+        self.delete_runs(r.info.run_id for row in missing for r in runs_of.get(row["trial_id"], []))
+        for lo in range(0, len(missing), 500):
+            self.write_finished([self.finished_run(row) for row in missing[lo : lo + 500]])
+        return len(missing)
 
     def log_model(self, run_id: str, row: dict[str, Any], state: Any) -> str:
         """Log a trial's trained model on its run and register it (:func:`models.log_trial_model`)."""
@@ -260,19 +375,27 @@ class TrialLogger:
         self, rows: list[dict[str, Any]], *, planned: int, metric: str, mode: str
     ) -> None:
         """Counts (planned, done, failed) and the best trial's final metrics on the study run."""
+        failed = sum(r.get("status") == "failed" for r in rows)
+        self.update_study_counts(
+            planned=planned, done=len(rows), failed=failed, best=best_row(rows, metric, mode)
+        )
+
+    def update_study_counts(
+        self, *, planned: int, done: int, failed: int, best: dict[str, Any] | None
+    ) -> None:
+        """The study run's ``trials_planned``, ``trials_done``, ``trials_failed`` (step = done)
+        and ``best/<metric>`` of the row ``best`` (tag ``qsweep.best_trial``)."""
         from mlflow.entities import Metric, RunTag
 
         if not self.parent_run_id:
             return
-        done = len(rows)
         now = int(time.time() * 1000)
         metrics = [
             Metric("trials_planned", planned, now, done),
             Metric("trials_done", done, now, done),
-            Metric("trials_failed", sum(r.get("status") == "failed" for r in rows), now, done),
+            Metric("trials_failed", failed, now, done),
         ]
         tags = []
-        best = best_row(rows, metric, mode)
         if best is not None:
             metrics += [
                 Metric(f"best/{k}", float(best[k]), now, done)
@@ -296,6 +419,25 @@ class TrialLogger:
             self.client.set_terminated(
                 self.parent_run_id, status="KILLED" if interrupted else "FINISHED"
             )
+
+
+def row_params(row: dict[str, Any]) -> dict[str, Any]:
+    """A trial run's params from its table row: its TrialConfig settings and seed."""
+    params = {k: row[k] for k in _config_names() if k in row and row[k] is not None}
+    params["seed"] = row.get("seed")
+    return params
+
+
+def _transient(err: BaseException) -> bool:
+    """Whether an MLflow call failed for a reason that may pass (server away, store locked,
+    network), so the call is worth retrying; False for refusals (bad value, no such run)."""
+    if isinstance(err, (OSError, TimeoutError, ConnectionError)):
+        return True
+    code = getattr(err, "error_code", None)
+    if code is not None:
+        return code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED")
+    name = type(err).__name__
+    return name in ("OperationalError", "ConnectionError", "Timeout", "ReadTimeout")
 
 
 def trial_description(row: dict[str, Any]) -> str:
