@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["Section", "Table", "FigureFile", "write_report"]
+__all__ = ["Section", "Table", "FigureFile", "write_report", "number_text"]
 
 
 @dataclass
@@ -140,6 +140,11 @@ def _format(frame: pd.DataFrame) -> pd.DataFrame:
     for column in out.columns:
         out[column] = out[column].map(_cell).astype(object)
     return out
+
+
+def number_text(value: object) -> str:
+    """A cell as the tables show it (4 decimals, scientific when tiny or huge, "" for NaN)."""
+    return _cell(value)
 
 
 def _cell(value: object) -> str:
