@@ -363,8 +363,8 @@ def _style(k: int) -> tuple[str, str]:
 def _level_ticks(ax, x, levels: list) -> None:
     labels = [_short(v) for v in levels]
     longest = max((len(t) for t in labels), default=0)
-    rotate = len(labels) > 3 and longest * len(labels) > 24
-    ax.set_xticks(x, labels, rotation=40 if rotate else 0, ha="right" if rotate else "center")
+    rotate = len(labels) > 3 and longest * len(labels) > 24  # upright ones would collide
+    ax.set_xticks(x, labels, rotation=90 if rotate else 0)
     ax.set_xlim(-0.5, len(levels) - 0.5)
 
 
