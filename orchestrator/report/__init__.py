@@ -459,13 +459,12 @@ def _energy_section(study: StudyData) -> Section:
     section.text += notes
     if table.empty:
         return section
-    found = {c: q for c, q in crossover.items()}
     section.text.append(
         "Crossover (GPU simulation costs at least as much as the QPU): "
         + "; ".join(
-            (f"{c}: " if len(found) > 1 else "")
+            (f"{circuit}: " if len(crossover) > 1 else "")
             + (f"{q} qubits" if q is not None else "none in the range shown")
-            for c, q in found.items()
+            for circuit, q in crossover.items()
         )
         + "."
     )
@@ -476,7 +475,7 @@ def _energy_section(study: StudyData) -> Section:
         else []
     )
     q = table["qubits"].astype(int)
-    marks = {c for c in found.values() if c is not None}
+    marks = {c for c in crossover.values() if c is not None}
     shown = table[q.isin(observed) | (q % 10 == 0) | q.isin(marks)]
     section.tables.append(
         Table(

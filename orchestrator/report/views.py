@@ -198,15 +198,19 @@ def model_comparison(
     by_encoder = encoder_levels(frame)
     studies = "study" in frame.columns and frame["study"].nunique() > 1
     if not by_encoder:
-        return _model_comparison(frame, metric, studies, bounds)
-    parts, notes = [], []
-    for enc in by_encoder:
-        part = frame[raw(frame, ENCODER) == enc]
-        table, part_notes = _model_comparison(part, metric, studies, bounds)
-        table.insert(0, ENCODER, enc)
-        parts.append(table)
-        notes += [f"{ENCODER} = {encoder_name(enc)}: {n}" for n in part_notes]
-    return pd.concat(parts, ignore_index=True), notes
+        table, notes = _model_comparison(frame, metric, studies, bounds)
+    else:
+        parts, notes = [], []
+        for enc in by_encoder:
+            part = frame[raw(frame, ENCODER) == enc]
+            table, part_notes = _model_comparison(part, metric, studies, bounds)
+            table.insert(0, ENCODER, enc)
+            parts.append(table)
+            notes += [f"{ENCODER} = {encoder_name(enc)}: {n}" for n in part_notes]
+        table = pd.concat(parts, ignore_index=True)
+    if (table["encoding"] == "").all():  # no sQE head: nothing to tell apart
+        table = table.drop(columns="encoding")
+    return table, notes
 
 
 def _model_comparison(
@@ -278,8 +282,6 @@ def _model_comparison(
             "of the same size."
         )
     out = out.sort_values("max", ascending=False, kind="stable").reset_index(drop=True)
-    if (out["encoding"] == "").all():
-        cols.remove("encoding")
     return out[cols], notes
 
 
