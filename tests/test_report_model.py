@@ -174,6 +174,19 @@ def test_unreplicated_two_factor_grid_keeps_its_interaction_as_the_error_term():
     assert by.loc["Residual", "df"] == 6 and by.loc["a", "p_value"] < 1e-6
 
 
+def test_a_small_unreplicated_two_level_design_keeps_its_f_test():
+    """2 x 2, one trial each (too few effects for Lenth's median): main effects tested
+    against the interaction's one degree of freedom, as before."""
+    frame = pd.DataFrame(
+        {"a": [0, 0, 1, 1], "b": ["x", "y", "x", "y"], "y": [0.5, 0.52, 0.6, 0.61]}
+    )
+    model = supported_model(frame, ["a", "b"], "y")
+    assert not model.lenth_applies and model.interactions == []
+    assert model.left_out["a:b"].startswith("no residual degree of freedom")
+    table, _ = model_anova(frame, model, "y")
+    assert set(table.source) == {"a", "b", "Residual"}
+
+
 def test_missing_level_combinations_leave_the_pair_out():
     frame = pd.DataFrame(
         {

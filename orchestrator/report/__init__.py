@@ -254,7 +254,7 @@ def _anova_section(study: StudyData) -> Section:
     if len(table):
         section.tables.append(Table("ANOVA (type II) of the model", table, "anova.csv"))
     coded = None
-    if model.two_level and model.pure_error_df == 0:
+    if model.lenth_applies:
         coded = _lenth_part(section, data, model, metric)
     pairs = factorial.interaction_table(model, table, coded)
     if len(study.factors) < 2:

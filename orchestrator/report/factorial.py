@@ -40,9 +40,13 @@ __all__ = [
     "lenth",
     "half_normal_scores",
     "ACTIVE_P",
+    "LENTH_MIN_TRIALS",
 ]
 
 ACTIVE_P = 0.05  # a main effect with p below this counts as active (effect heredity order)
+# Lenth's method needs enough contrasts for its median: 7 (a 2^(7-4) or 2^3) at least;
+# smaller unreplicated two-level designs keep a residual degree of freedom for F tests.
+LENTH_MIN_TRIALS = 8
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,12 @@ class FactorModel:
     def pure_error_df(self) -> int:
         """Degrees of freedom from repeated design points (seeds): n - distinct points."""
         return self.n - self.points
+
+    @property
+    def lenth_applies(self) -> bool:
+        """An unreplicated two-level design with at least 8 trials (7 effects): its effects
+        are judged by Lenth's PSE, and the model may use every degree of freedom."""
+        return self.two_level and self.pure_error_df == 0 and self.n >= LENTH_MIN_TRIALS
 
     @property
     def interactions(self) -> list[Term]:
@@ -146,7 +156,7 @@ def supported_model(
 
     ``search`` is study.json's search block: a Plackett-Burman design (``kind: pb``) gets
     main effects only, since its interactions are partly aliased with main effects.
-    Unreplicated two-level designs with at least 4 trials may use every degree of freedom
+    Unreplicated two-level designs with at least 8 trials may use every degree of freedom
     (Lenth's method needs none left); every other design keeps one for the F tests. A
     model with no terms means even the main effects do not fit.
     """
@@ -155,8 +165,7 @@ def supported_model(
         return model
     model.points = int(frame.groupby(factors, dropna=False).ngroups)
     model.two_level = all(frame[f].nunique() == 2 for f in factors)
-    lenth_ok = model.two_level and model.pure_error_df == 0 and len(frame) >= 4
-    min_residual = 0 if lenth_ok else 1
+    min_residual = 0 if model.lenth_applies else 1
     expected = 1 + sum(frame[f].nunique() - 1 for f in factors)
     model.n_params = expected
     if len(frame) - expected < min_residual:
