@@ -19,6 +19,14 @@ from orchestrator.report import build_report
 from tests.conftest import require_or_skip
 
 QUBIT_EFFECT = {4: -0.04, 8: 0.0, 12: 0.04}
+# five two-level factors for a 2^(5-2) resolution III fraction
+FRACTION_FACTORS = {
+    "qubits": [4, 8],
+    "reuploads": [1, 4],
+    "main_layers": [1, 2],
+    "lr_decay": [0.99, 1.0],
+    "final_linear": [True, False],
+}
 REUPLOAD_EFFECT = {1: 0.0, 2: 0.01, 4: 0.02}
 
 
@@ -242,13 +250,7 @@ def test_incomplete_studies_report_what_they_cannot_estimate(tmp_path, variant, 
     elif variant == "fracfact":
         from orchestrator.design import design_points
 
-        factors = {
-            "qubits": [4, 8],
-            "reuploads": [1, 4],
-            "main_layers": [1, 2],
-            "lr_decay": [0.99, 1.0],
-            "final_linear": [True, False],
-        }
+        factors = FRACTION_FACTORS
         points = design_points(factors, "fracfact", resolution=3)
         rows = [
             trial_row(i, s, 0.8 + 0.01 * (p["qubits"] == 8) + rng.normal(0, 0.002), **p)

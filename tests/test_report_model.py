@@ -27,7 +27,7 @@ from orchestrator.report.factorial import (
     model_anova,
     supported_model,
 )
-from tests.test_report import trial_row, write_study
+from tests.test_report import FRACTION_FACTORS, trial_row, write_study
 
 SIGMA = 0.004
 
@@ -254,13 +254,7 @@ def test_plackett_burman_gets_main_effects_only():
 
 
 def test_unreplicated_fraction_in_the_report_gets_lenth_and_a_half_normal_plot(tmp_path):
-    factors = {
-        "qubits": [4, 8],
-        "reuploads": [1, 4],
-        "main_layers": [1, 2],
-        "lr_decay": [0.99, 1.0],
-        "final_linear": [True, False],
-    }
+    factors = FRACTION_FACTORS
     points = design_points(factors, "fracfact", resolution=3)
     rng = np.random.default_rng(4)
     rows = [

@@ -136,19 +136,8 @@ def anova(
     """
     from orchestrator.report import factorial
 
-    columns = [
-        "source",
-        "term",
-        "sum_sq",
-        "df",
-        "mean_sq",
-        "F",
-        "p_value",
-        "eta_sq",
-        "partial_eta_sq",
-    ]
     if not factors:
-        return pd.DataFrame(columns=columns), [
+        return pd.DataFrame(columns=list(factorial.ANOVA_COLUMNS)), [
             "ANOVA needs at least one factor with two or more observed levels."
         ]
     model = factorial.supported_model(frame, factors, metric, search=search)

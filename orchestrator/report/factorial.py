@@ -41,12 +41,24 @@ __all__ = [
     "half_normal_scores",
     "ACTIVE_P",
     "LENTH_MIN_TRIALS",
+    "ANOVA_COLUMNS",
 ]
 
 ACTIVE_P = 0.05  # a main effect with p below this counts as active (effect heredity order)
 # Lenth's method needs enough contrasts for its median: 7 (a 2^(7-4) or 2^3) at least;
 # smaller unreplicated two-level designs keep a residual degree of freedom for F tests.
 LENTH_MIN_TRIALS = 8
+ANOVA_COLUMNS = (
+    "source",
+    "term",
+    "sum_sq",
+    "df",
+    "mean_sq",
+    "F",
+    "p_value",
+    "eta_sq",
+    "partial_eta_sq",
+)
 
 
 @dataclass(frozen=True)
@@ -243,17 +255,7 @@ def model_anova(
     eta_sq (SS / total SS), partial_eta_sq (SS / (SS + residual SS)); terms ordered by F
     (largest first), residual last. Empty with a note when there is nothing to test.
     """
-    columns = [
-        "source",
-        "term",
-        "sum_sq",
-        "df",
-        "mean_sq",
-        "F",
-        "p_value",
-        "eta_sq",
-        "partial_eta_sq",
-    ]
+    columns = list(ANOVA_COLUMNS)
     empty = pd.DataFrame(columns=columns)
     if not model.terms or model.residual_df < 1:
         return empty, []

@@ -24,6 +24,8 @@ __all__ = [
     "setting_applies",
     "study_settings",
     "values_text",
+    "as_number",
+    "int_or_nan",
     "PAPER_ENCODING",
 ]
 
@@ -83,14 +85,14 @@ def head_family(row: pd.Series) -> str:
     """Family label of a trial as in the paper's Table II (one per kind of head)."""
     head = row.get("head", "quantum")
     if head == "quantum":
-        encoders = _num(row.get("encoders", 1))
+        encoders = as_number(row.get("encoders", 1))
         if encoders > 1:
             return f"quantum, multi sQE (E={int(encoders)})"
         return "quantum, single sQE"
     if head == "mlp_encoder":
         return "quantum, MLP encoder"
     if head == "mlp":
-        return f"mlp (hidden={_int_or_nan(row.get('hidden', 0))})"
+        return f"mlp (hidden={int_or_nan(row.get('hidden', 0))})"
     if head in ENCODER_HEADS:
         return f"full fine-tuning ({head}, reference)"
     return str(head)
@@ -105,7 +107,7 @@ def encoding(row: pd.Series) -> str:
     """
     if row.get("head", "quantum") != "quantum":
         return ""
-    offset = _num(row.get("amplitude_offset", 0.0))
+    offset = as_number(row.get("amplitude_offset", 0.0))
     offset = 0.0 if math.isnan(offset) else offset
     trainable = bool(row.get("amplitude_offset_trainable", False) or False)
     parts = []
@@ -181,17 +183,19 @@ def _plain_text(value: Any) -> str:
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
-    number = _num(value)
+    number = as_number(value)
     return (0, number) if not math.isnan(number) else (1, str(value))
 
 
-def _num(value: Any) -> float:
+def as_number(value: Any) -> float:
+    """``float(value)``, NaN when it is not a number."""
     try:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
 
 
-def _int_or_nan(value: Any) -> Any:
-    number = _num(value)
+def int_or_nan(value: Any) -> Any:
+    """An int for a finite number, NaN otherwise (a parameter count, a qubit count)."""
+    number = as_number(value)
     return int(number) if math.isfinite(number) else math.nan

@@ -28,6 +28,7 @@ from orchestrator.report.groups import (
     encoder_name,
     encoding,
     head_family,
+    int_or_nan,
     setting_applies,
     values_text,
 )
@@ -140,7 +141,7 @@ def best_by_qubits(
                     "ci_low": low,
                     "ci_high": high,
                     "best_trial_id": best.get("trial_id", ""),
-                    "best_n_params": _int_or_nan(best.get("n_params")),
+                    "best_n_params": int_or_nan(best.get("n_params")),
                     "studies": ", ".join(map(str, dict.fromkeys(cell["study"])))
                     if "study" in cell
                     else "",
@@ -252,13 +253,13 @@ def _model_comparison(
                 **({"study": study[0]} if studies else {}),
                 "family": family,
                 "encoding": enc,
-                "qubits": _int_or_nan(q),
+                "qubits": int_or_nan(q),
                 "trials": len(group),
                 "max": float(best[metric]),
                 "mean": mean,
                 "ci_low": low,
                 "ci_high": high,
-                "n_params": _int_or_nan(best.get("n_params")),
+                "n_params": int_or_nan(best.get("n_params")),
                 "best_trial_id": best.get("trial_id", ""),
             }
         )
@@ -494,18 +495,6 @@ def _planned_text(spec: Any) -> str:
     if isinstance(spec, list):
         return ", ".join(map(str, spec))
     return "-"
-
-
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _int_or_nan(value: Any) -> Any:
-    number = _num(value)
-    return int(number) if math.isfinite(number) else math.nan
 
 
 def _missing(value: Any) -> bool:
