@@ -100,7 +100,7 @@ def test_studies_table_shows_differing_settings_and_no_mean_across_heads(paper_d
     assert studies.loc["scaling", "qubits"] == "10, 12, 14"
     assert studies.loc["remedy", "sqe_readout"] == "zz" and studies.loc["two", "encoders"] == "2"
     assert studies.loc["ablation", "encoders"] == "-"  # the MLP encoder has no sQE
-    assert "encoder" not in studies.columns  # the same encoder everywhere: not a difference
+    assert "data.encoder" not in studies.columns  # one encoder everywhere: not a difference
 
 
 def test_encoder_column_shows_the_name_and_the_csv_keeps_the_path(tmp_path):
@@ -170,3 +170,19 @@ def test_varies_names_the_settings_pooled_in_a_group():
     best = views.best_by_qubits(frame, "test_accuracy").set_index("qubits")
     assert best.loc[10, "varies"] == "learning_rate: 0.001, 0.003"
     assert best.loc[12, "varies"] == "final_linear: False, True"
+
+
+def test_studies_table_names_the_encoders_and_its_csv_keeps_them_as_given(tmp_path, capsys):
+    parent = tmp_path / "two_encoders"
+    for name, encoder in (("a", MPNET), ("b", "minilm")):
+        trials = [trial_row(0, s, 0.8, qubits=q) for s in range(2) for q in (9, 10)]
+        for row in trials:
+            row["data.encoder"] = encoder
+        write_study(parent / name, trials, {"qubits": [9, 10]})
+    assert cli.main(["report", str(parent), "--no-mlflow"]) == 0
+    capsys.readouterr()
+    studies = pd.read_csv(parent / "report" / "studies.csv").set_index("study")
+    assert studies.loc["a", "data.encoder"] == MPNET
+    md = (parent / "report" / "report.md").read_text()
+    assert "| a | 4 | 4 | quantum | all-mpnet-base-v2 |" in md
+    assert "| b | 4 | 4 | quantum | all-MiniLM-L6-v2 |" in md

@@ -79,10 +79,12 @@ def _studies_section(study: StudyData) -> Section:
             ", ".join(sorted(map(str, group["head"].dropna().unique()))) if "head" in group else ""
         )
         rows.append({"study": name, "trials": len(group), "completed": len(done), "heads": heads})
-    table = pd.DataFrame(rows)
+    table = shown = pd.DataFrame(rows)
     settings = groups.study_settings(study.table)
     if len(settings.columns) > 1:
+        named = groups.study_settings(study.table, encoder_names=True)
         table = table.merge(settings, on="study", how="left")
+        shown = shown.merge(named, on="study", how="left")
     section.text.append(
         "The trials of these studies side by side, with every setting that differs between "
         "them (compared only on the heads it applies to: a logistic regression has no "
@@ -90,7 +92,7 @@ def _studies_section(study: StudyData) -> Section:
         "head family in the views below, not per study. Main effects and ANOVA are per "
         "study (qsweep report STUDY_DIR): the studies vary different factors."
     )
-    section.tables.append(Table("Studies", table, "studies.csv"))
+    section.tables.append(Table("Studies", table, "studies.csv", display=shown))
     return section
 
 

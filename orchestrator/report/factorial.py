@@ -39,6 +39,7 @@ __all__ = [
     "coded_effects",
     "lenth",
     "half_normal_scores",
+    "interaction_table",
     "ACTIVE_P",
     "LENTH_MIN_TRIALS",
     "ANOVA_COLUMNS",
@@ -63,8 +64,9 @@ ANOVA_COLUMNS = (
 
 @dataclass(frozen=True)
 class Term:
-    """A main effect ``(a,)`` or a two-factor interaction ``(a, b)``; ``aliases`` are the
-    other interactions with the same contrast (two-level fractions)."""
+    """A model term: a main effect ``(a,)`` or a two-factor interaction ``(a, b)`` (higher
+    orders work in :func:`coded_effects`); ``aliases`` are the other interactions with the
+    same contrast (two-level fractions)."""
 
     factors: tuple[str, ...]
     aliases: tuple[str, ...] = ()
@@ -109,10 +111,6 @@ class FactorModel:
     @property
     def interactions(self) -> list[Term]:
         return [t for t in self.terms if len(t.factors) == 2]
-
-    @property
-    def estimable(self) -> bool:
-        return bool(self.terms)
 
     def formula(self, metric: str) -> str:
         return f"{metric} ~ " + " + ".join(t.label for t in self.terms)

@@ -127,18 +127,20 @@ def encoder_name(value: Any) -> str:
     return text.rstrip("/").rsplit("/", 1)[-1] or text
 
 
-def study_settings(table: pd.DataFrame) -> pd.DataFrame:
+def study_settings(table: pd.DataFrame, *, encoder_names: bool = False) -> pd.DataFrame:
     """One row per study: the settings whose values differ between the studies.
 
     A setting is compared only on the trials whose head it applies to (a logreg trial has
     no epochs); a study where it applies to no trial shows "-". Several values in one study
-    are listed (up to four, else "N values, min..max"). Encoders are shown by name.
+    are listed (up to four, else "N values, min..max"). ``encoder_names``: the encoder
+    column is ``encoder`` with names, not ``data.encoder`` as the studies give it.
     """
     from orchestrator.report.study import CONFIG_FIELDS
 
+    first = ("epochs", "data.encoder", "qubits", "encoders")  # what a reader compares first
     columns = [
         c
-        for c in (*CONFIG_FIELDS, *_COMPARED_DATA)
+        for c in dict.fromkeys((*first, *CONFIG_FIELDS, *_COMPARED_DATA))
         if c in table.columns and c not in _RUNTIME and c != "head"
     ]
     studies = list(dict.fromkeys(table["study"]))
@@ -158,8 +160,8 @@ def study_settings(table: pd.DataFrame) -> pd.DataFrame:
     for name in studies:
         row = {"study": name}
         for column, per_study in values.items():
-            label = "encoder" if column == "data.encoder" else column
-            row[label] = values_text(per_study[name], encoder=column == "data.encoder")
+            names = encoder_names and column == "data.encoder"
+            row["encoder" if names else column] = values_text(per_study[name], encoder=names)
         rows.append(row)
     return pd.DataFrame(rows)
 

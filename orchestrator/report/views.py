@@ -156,16 +156,20 @@ def _group_order(groups: pd.DataFrame) -> list[str]:
     """Group labels: single sQE, multi sQE, MLP encoder; paper encoding before remedies."""
     family_rank = {"quantum, single sQE": 0, "quantum, MLP encoder": 2}
     first = groups.drop_duplicates("group")
+    epochs = first["epochs"] if "epochs" in first else pd.Series(0, index=first.index)
     ranked = sorted(
-        first.itertuples(),
+        zip(first["family"], first["encoding"], epochs, first["group"], strict=True),
         key=lambda r: (
-            family_rank.get(r.family, 1),
-            r.family,
-            r.encoding != PAPER_ENCODING,
-            r.group,
+            family_rank.get(r[0], 1),
+            len(r[0]),  # multi sQE (E=2) before (E=10)
+            r[0],
+            r[1] != PAPER_ENCODING,
+            r[1],
+            r[2],
+            r[3],
         ),
     )
-    return [r.group for r in ranked]
+    return [r[3] for r in ranked]
 
 
 def _varying(cell: pd.DataFrame, *, exclude: set[str]) -> str:
