@@ -81,8 +81,9 @@ def anova_section(study: StudyData, confidence: float) -> Section:
         text=[
             "The model holds every main effect and the two-factor interactions the design "
             "supports: every level combination of the pair was run, its contrast is not "
-            "aliased with a main effect, an interaction aliased with one already in the "
-            "model is reported with it (a:b = c:d), and residual degrees of freedom remain "
+            "aliased with a main effect (it is then named beside that effect: d = a:b), an "
+            "interaction aliased with one already in the model is reported with it (a:b = "
+            "c:d), and residual degrees of freedom remain "
             "for the F tests (an unreplicated two-level design may use them all: Lenth's "
             "method below needs none). The model keeps effect heredity: an interaction "
             "enters only beside its two main effects, and where an alias chain or the "

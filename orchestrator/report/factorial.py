@@ -65,8 +65,8 @@ ANOVA_COLUMNS = (
 @dataclass(frozen=True)
 class Term:
     """A model term: a main effect ``(a,)`` or a two-factor interaction ``(a, b)`` (higher
-    orders work in :func:`coded_effects`); ``aliases`` are the other interactions with the
-    same contrast (two-level fractions)."""
+    orders work in :func:`coded_effects`); ``aliases`` are the interactions with the same
+    contrast (two-level fractions: ``d = a:b`` at resolution III, ``a:b = c:d`` at IV)."""
 
     factors: tuple[str, ...]
     aliases: tuple[str, ...] = ()
@@ -227,13 +227,13 @@ def _why_not(
     an interaction already in it, None when it joins as a term of its own)."""
     if gain == 0:
         alias = _alias_of(coded, model, pair)
-        if alias is not None and len(alias.factors) == 2:
-            index = model.terms.index(alias)
-            model.terms[index] = Term(alias.factors, (*alias.aliases, ":".join(pair)))
+        if alias is None:
+            return "aliased with terms already in the model"
+        index = model.terms.index(alias)  # the term's contrast also estimates this pair
+        model.terms[index] = Term(alias.factors, (*alias.aliases, ":".join(pair)))
+        if len(alias.factors) == 2:
             return ""
-        if alias is not None:
-            return f"aliased with the main effect of {alias.factors[0]}"
-        return "aliased with terms already in the model"
+        return f"aliased with the main effect of {alias.factors[0]}"
     if gain < df:
         return f"only {gain} of its {df} degrees of freedom are estimable beside the other terms"
     if model.n - (model.n_params + gain) < min_residual:
