@@ -165,11 +165,23 @@ def test_varies_names_the_settings_pooled_in_a_group():
             for s in range(2)
             for lr in (0.001, 0.003)
         ]
-        + [trial_row(1, 0, 0.8, qubits=12, final_linear=f) for f in (True, False)]
+        + [trial_row(1, 0, 0.8, qubits=12, weight_decay=w) for w in (0.0, 0.01)]
     )
     best = views.best_by_qubits(frame, "test_accuracy").set_index("qubits")
     assert best.loc[10, "varies"] == "learning_rate: 0.001, 0.003"
-    assert best.loc[12, "varies"] == "final_linear: False, True"
+    assert best.loc[12, "varies"] == "weight_decay: 0, 0.01"
+
+
+def test_the_final_linear_ablation_is_its_own_group():
+    """As paper_sst2_ablations: the head without its final linear layer scored the best
+    10-qubit trial; it must not become the paper's head's maximum."""
+    frame = pd.DataFrame(
+        [trial_row(0, s, 0.78 + s / 100, qubits=q) for s in range(2) for q in (10, 12)]
+        + [trial_row(1, 0, 0.815, qubits=10, final_linear=False)]
+    )
+    best = views.best_by_qubits(frame, "test_accuracy").set_index(["group", "qubits"])
+    assert best.loc[("single sQE, paper encoding", 10), "best"] == 0.79
+    assert best.loc[("single sQE, paper encoding, no final linear layer", 10), "best"] == 0.815
 
 
 def test_studies_table_names_the_encoders_and_its_csv_keeps_them_as_given(tmp_path, capsys):

@@ -183,6 +183,7 @@ def _paper_section(study: StudyData) -> Section:
             "Per qubit count, quantum trials are compared only within their group: head "
             "family (single sQE, multi sQE with E encoders, MLP encoder), encoding (the "
             "paper's, or a remedy: amplitude offset and/or ZZ readout)"
+            + (", final linear layer" if "final_linear" in best else "")
             + (", epochs" if "epochs" in best else "")
             + (", encoder" if views.ENCODER in best else "")
             + ". Each group has its own line; 'varies' lists the settings that take several "
@@ -248,7 +249,8 @@ def _display(frame, max_column: str):
         out[views.ENCODER] = out[views.ENCODER].map(groups.encoder_name)
         out = out.rename(columns={views.ENCODER: "encoder"})
     if "group" in out and "family" in out:
-        out = out.drop(columns=[c for c in ("family", "encoding", "epochs") if c in out])
+        parts = ("family", "encoding", "final_linear", "epochs")  # all in the group label
+        out = out.drop(columns=[c for c in parts if c in out])
         out.insert(0, "group", out.pop("group"))
     interval = [
         f"{number_text(m)} [{number_text(lo)}, {number_text(hi)}]"

@@ -1,7 +1,8 @@
 """The paper's views of a study as pure table functions (figures are drawn in figures.py).
 
 - ``paper_groups``: like is compared with like: head family (single sQE, multi sQE, MLP
-  encoder), encoding (the paper's or a remedy), epochs and encoder when they vary;
+  encoder), encoding (the paper's or a remedy), final linear layer, epochs and encoder
+  when they vary;
 - ``best_by_qubits``: max (the paper's statistic) and mean with interval per group and
   qubit count (the paper's Figure 8);
 - ``model_comparison``: max and mean accuracy and parameter count per head family and
@@ -74,15 +75,18 @@ def encoder_levels(frame: pd.DataFrame) -> list[Any]:
 
 
 def paper_groups(frame: pd.DataFrame) -> pd.DataFrame:
-    """The comparison group of every quantum trial: columns family, encoding, epochs (when
-    epochs vary), data.encoder (when there are several encoders) and ``group``, their
-    label, e.g. "single sQE, paper encoding, 800 epochs"."""
+    """The comparison group of every quantum trial: columns family, encoding, final_linear
+    and epochs (when they vary), data.encoder (when there are several encoders) and
+    ``group``, their label, e.g. "single sQE, paper encoding, 800 epochs"."""
     rows = quantum_rows(frame)
     out = pd.DataFrame(index=rows.index)
     out["family"] = rows.apply(head_family, axis=1) if len(rows) else pd.Series(dtype=object)
     out["encoding"] = rows.apply(encoding, axis=1) if len(rows) else pd.Series(dtype=object)
     label = out["family"].str.replace("quantum, ", "", regex=False)
     label = label.where(out["encoding"] == "", label + ", " + out["encoding"])
+    if "final_linear" in rows and raw(rows, "final_linear").nunique() > 1:
+        out["final_linear"] = raw(rows, "final_linear").astype(bool)
+        label = label.where(out["final_linear"], label + ", no final linear layer")
     if "epochs" in rows and raw(rows, "epochs").nunique() > 1:
         out["epochs"] = raw(rows, "epochs").astype(int)
         label = label + ", " + out["epochs"].astype(str) + " epochs"
@@ -103,7 +107,7 @@ def best_by_qubits(
     """
     rows = quantum_rows(frame)
     groups = paper_groups(rows)
-    keys = [k for k in (ENCODER, "family", "encoding", "epochs") if k in groups]
+    keys = [k for k in (ENCODER, "family", "encoding", "final_linear", "epochs") if k in groups]
     cols = [
         *([ENCODER] if ENCODER in groups else []),
         "qubits",
