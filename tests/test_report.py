@@ -19,6 +19,14 @@ from orchestrator.report import build_report
 from tests.conftest import require_or_skip
 
 QUBIT_EFFECT = {4: -0.04, 8: 0.0, 12: 0.04}
+# five two-level factors for a 2^(5-2) resolution III fraction
+FRACTION_FACTORS = {
+    "qubits": [4, 8],
+    "reuploads": [1, 4],
+    "main_layers": [1, 2],
+    "lr_decay": [0.99, 1.0],
+    "final_linear": [True, False],
+}
 REUPLOAD_EFFECT = {1: 0.0, 2: 0.01, 4: 0.02}
 
 
@@ -183,6 +191,7 @@ def test_full_report_files_and_contents(tmp_path):
             "tiny_fraction",
             "ANOVA needs at least one residual degree of freedom: 4 trials, 5 parameters",
         ),
+        ("fracfact", "aliased with the main effect of"),
     ],
 )
 def test_incomplete_studies_report_what_they_cannot_estimate(tmp_path, variant, expected_note):
@@ -241,13 +250,7 @@ def test_incomplete_studies_report_what_they_cannot_estimate(tmp_path, variant, 
     elif variant == "fracfact":
         from orchestrator.design import design_points
 
-        factors = {
-            "qubits": [4, 8],
-            "reuploads": [1, 4],
-            "main_layers": [1, 2],
-            "lr_decay": [0.99, 1.0],
-            "final_linear": [True, False],
-        }
+        factors = FRACTION_FACTORS
         points = design_points(factors, "fracfact", resolution=3)
         rows = [
             trial_row(i, s, 0.8 + 0.01 * (p["qubits"] == 8) + rng.normal(0, 0.002), **p)
@@ -256,7 +259,8 @@ def test_incomplete_studies_report_what_they_cannot_estimate(tmp_path, variant, 
         ]
         write_study(d, rows, factors, search={"kind": "fracfact", "resolution": 3})
         md = _md(build_report(d))
-        assert "aliased with other effects" in md  # interaction plots flagged as hints
+        assert "Alias structure of the fractional design" in md
+        assert re.search(r"\| \w+:\w+ = \w+:\w+ \| True \|", md)  # an alias chain in the model
         assert "status failed" not in md
     elif variant == "tiny_fraction":
         rows = [
@@ -427,8 +431,9 @@ def test_combined_report_of_a_directory_of_studies(tmp_path, capsys):
     table = read_csv(report, "model_comparison.csv").set_index(["study", "family"])
     q12 = table.loc[("q12", "quantum, single sQE")]
     assert q12["mean"] == pytest.approx(0.78)
-    # t-interval of (0.76, 0.78, 0.80): t(0.975, 2) * 0.02 / sqrt(3)
-    assert q12["ci95"] == pytest.approx(4.302653 * 0.02 / 3**0.5, rel=1e-5)
+    # t-interval of (0.76, 0.78, 0.80): 0.78 +- t(0.975, 2) * 0.02 / sqrt(3)
+    half = 4.302653 * 0.02 / 3**0.5
+    assert (q12["ci_low"], q12["ci_high"]) == pytest.approx((0.78 - half, 0.78 + half), rel=1e-5)
     assert q12["best_trial_id"] == "q12/p000_s2"
     ref = table.loc[("baselines", "full fine-tuning (finetune, reference)")]
     assert ref["max"] == pytest.approx(0.92)

@@ -1,7 +1,8 @@
-"""Main effects, ranking, ANOVA and interactions on synthetic tables with known effects.
+"""Main effects, ranking, ANOVA and binning on synthetic tables with known effects.
 
 References are independent of the implementation: the generating effects, scipy's
 t-interval, and the balanced-design sums of squares n_level * sum((mean_l - grand)^2).
+The model selection and Lenth's method are tested in test_report_model.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from orchestrator.report.effects import anova, effect_ranking, interactions, main_effects
+from orchestrator.report.effects import anova, effect_ranking, main_effects
 from orchestrator.report.study import study_from_frame
 
 EFFECTS = {
@@ -82,7 +83,14 @@ def test_anova_ranks_big_factor_first_and_matches_balanced_sums_of_squares():
     frame = synthetic()
     table, notes = anova(frame, list(EFFECTS), "test_accuracy")
     assert notes == []
-    assert list(table.source) == ["qubits", "reuploads", "lr_decay", "Residual"]
+    mains = table[table.term == "main effect"]
+    assert list(mains.source) == ["qubits", "reuploads", "lr_decay"]
+    assert set(table[table.term == "interaction"].source) == {
+        "qubits:reuploads",
+        "qubits:lr_decay",
+        "reuploads:lr_decay",
+    }
+    assert table.source.iloc[-1] == "Residual"
     by = table.set_index("source")
     assert by.loc["qubits", "p_value"] < 1e-20
     assert by.loc["reuploads", "p_value"] < 1e-6
@@ -97,7 +105,8 @@ def test_anova_ranks_big_factor_first_and_matches_balanced_sums_of_squares():
         assert by.loc[name, "eta_sq"] == pytest.approx(ss / total, rel=1e-8)
         ss_res = by.loc["Residual", "sum_sq"]
         assert by.loc[name, "partial_eta_sq"] == pytest.approx(ss / (ss + ss_res), rel=1e-8)
-    assert by.loc["Residual", "df"] == len(frame) - 1 - (2 + 2 + 1)
+    # 72 trials - intercept - mains (2 + 2 + 1) - interactions (4 + 2 + 2)
+    assert by.loc["Residual", "df"] == len(frame) - 1 - (2 + 2 + 1) - (4 + 2 + 2)
     assert table["eta_sq"].sum() == pytest.approx(1.0)
 
 
@@ -113,12 +122,22 @@ def test_anova_without_residual_degrees_of_freedom_says_why():
     ]
 
 
-def test_interactions_find_the_planted_pair():
+def test_anova_finds_the_planted_interaction():
     frame = synthetic(interaction=0.02)
-    pairs, _ = interactions(frame, list(EFFECTS), "test_accuracy", top=3)
-    assert (pairs.loc[0, "a"], pairs.loc[0, "b"]) == ("qubits", "reuploads")
-    assert pairs.loc[0, "basis"] == "interaction F" and pairs.loc[0, "p_value"] < 1e-6
-    assert (pairs.p_value.iloc[1:] > 1e-3).all()
+    table, _ = anova(frame, list(EFFECTS), "test_accuracy")
+    inter = table[table.term == "interaction"].reset_index(drop=True)
+    assert inter.loc[0, "source"] == "qubits:reuploads" and inter.loc[0, "p_value"] < 1e-6
+    assert (inter.p_value.iloc[1:] > 1e-3).all()
+
+
+def test_accuracy_intervals_are_clipped_to_the_unit_interval():
+    frame = pd.DataFrame({"a": [1, 1, 2, 2], "test_accuracy": [0.99, 1.0, 0.02, 0.2]})
+    table = main_effects(frame, ["a"], "test_accuracy", bounds=(0.0, 1.0))
+    raw = main_effects(frame, ["a"], "test_accuracy")
+    assert raw.ci_high.iloc[0] > 1 and raw.ci_low.iloc[1] < 0  # the t-interval leaves [0, 1]
+    assert table.ci_high.iloc[0] == 1.0 and table.ci_low.iloc[1] == 0.0
+    assert table.ci_low.iloc[0] == raw.ci_low.iloc[0]  # the inner ends are untouched
+    assert list(table["max"]) == [1.0, 0.2]
 
 
 def test_continuous_factor_is_binned_into_quantiles():
@@ -138,7 +157,7 @@ def test_continuous_factor_is_binned_into_quantiles():
     study = study_from_frame(frame, meta)
     assert study.factors == ["learning_rate", "qubits"]
     assert len(study.binned["learning_rate"]) == 4
-    assert any("quantile bins" in n for n in study.notes)
+    assert any("was sampled from a range (0.0001..0.1, log scale)" in n for n in study.notes)
     lows = sorted(float(label.split("..")[0]) for label in study.binned["learning_rate"])
     assert lows[0] == pytest.approx(float(f"{lr.min():.3g}"))  # the observed minimum, not below it
     counts = study.analysed.learning_rate.value_counts()
@@ -156,3 +175,30 @@ def test_anova_accepts_names_that_are_not_identifiers():
     table, notes = anova(odd, factors, "test acc (%)")
     assert notes == [] and list(table.source)[0] == "n-qubits"
     np.testing.assert_allclose(table.sum_sq, plain.sum_sq, rtol=1e-12)
+
+
+def test_listed_levels_are_never_binned():
+    """A grid factor with 7 listed learning rates keeps its 7 levels (paper_sst2_10q)."""
+    rates = [0.0005, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.005]
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        [
+            {
+                "learning_rate": lr,
+                "status": "completed",
+                "test_accuracy": 0.79 + rng.normal(0, 0.01),
+            }
+            for lr in rates
+            for _ in range(3)
+        ]
+    )
+    study = study_from_frame(
+        frame, {"factors": {"learning_rate": rates}, "search": {"kind": "grid"}}
+    )
+    assert study.binned == {} and not any("bins" in n for n in study.notes)
+    table = main_effects(study.analysed, study.factors, "test_accuracy")
+    assert list(table.level) == rates and (table.n == 3).all()
+    # without study.json many distinct numeric values are taken for a sampled range
+    guessed = study_from_frame(frame, {})
+    assert "learning_rate" in guessed.binned
+    assert any("no study.json says they are listed levels" in n for n in guessed.notes)

@@ -22,9 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report",
         help="write the screening report (HTML, Markdown, CSV) of a study",
         description="Analyse a study (trials.parquet or MLflow runs): design, main effects "
-        "with t-intervals, ANOVA with effect sizes, interaction plots, best accuracy per "
-        "qubit count, model comparison, energy and noise. Writes report.html (self-contained), "
-        "report.md + PNGs and CSV tables, then logs them to MLflow.",
+        "with t-intervals, the ANOVA of the model the design supports (main effects and "
+        "estimable two-factor interactions; Lenth's method for unreplicated two-level "
+        "designs), interaction plots, max and mean accuracy per qubit count and head family, "
+        "model comparison, energy and noise. Writes report.html (self-contained), report.md "
+        "+ PNGs and CSV tables, then logs them to MLflow.",
     )
     p.add_argument(
         "study_dir",

@@ -3,19 +3,23 @@
     from orchestrator.report import build_report
     files = build_report(Path("results/quickstart"), metric="test_accuracy")
 
-Sections: design (planned vs present), main effects (t-intervals, Pareto of ranges),
-ANOVA with effect sizes and interaction plots, the paper's views (best accuracy per qubit
-count, model comparison against classical heads), energy (QPU vs GPU) and gate noise.
-Every section says what it could not estimate and why instead of failing.
+Sections: design (planned vs present), main effects (level means and maxima with
+t-intervals, Pareto of ranges), the model the design supports with its ANOVA (or Lenth's
+method for unreplicated two-level designs) and interaction plots, the paper's views
+(maximum and mean accuracy per qubit count and comparison group, model comparison
+against classical heads), energy (QPU vs GPU) and gate noise. Every section says what it
+could not estimate and why instead of failing.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from model.errors import QsweepError
 from orchestrator.design import aliasing
-from orchestrator.report import effects, figures, views
+from orchestrator.report import analysis, figures, groups, views
+from orchestrator.report.effects import metric_bounds
 from orchestrator.report.render import FigureFile, Section, Table, write_report
 from orchestrator.report.study import StudyData, load_studies, load_study, study_from_frame
 
@@ -74,30 +78,29 @@ def _studies_section(study: StudyData) -> Section:
         heads = (
             ", ".join(sorted(map(str, group["head"].dropna().unique()))) if "head" in group else ""
         )
-        rows.append(
-            {
-                "study": name,
-                "trials": len(group),
-                "completed": len(done),
-                "heads": heads,
-                f"mean {study.metric}": float(done[study.metric].mean())
-                if len(done)
-                else float("nan"),
-            }
-        )
+        rows.append({"study": name, "trials": len(group), "completed": len(done), "heads": heads})
+    table = shown = pd.DataFrame(rows)
+    settings = groups.study_settings(study.table)
+    if len(settings.columns) > 1:
+        named = groups.study_settings(study.table, encoder_names=True)
+        table = table.merge(settings, on="study", how="left")
+        shown = shown.merge(named, on="study", how="left")
     section.text.append(
-        "The trials of these studies side by side. Main effects and ANOVA are per study "
-        "(qsweep report STUDY_DIR): the studies vary different factors."
+        "The trials of these studies side by side, with every setting that differs between "
+        "them (compared only on the heads it applies to: a logistic regression has no "
+        "epochs; '-' where it applies to no trial of the study). Accuracies are compared per "
+        "head family in the views below, not per study. Main effects and ANOVA are per "
+        "study (qsweep report STUDY_DIR): the studies vary different factors."
     )
-    section.tables.append(Table("Studies", pd.DataFrame(rows), "studies.csv"))
+    section.tables.append(Table("Studies", table, "studies.csv", display=shown))
     return section
 
 
 def build_sections(study: StudyData) -> list[Section]:
     return [
         _design_section(study),
-        _main_effects_section(study),
-        _anova_section(study),
+        analysis.main_effects_section(study, CONFIDENCE),
+        analysis.anova_section(study, CONFIDENCE),
         _paper_section(study),
         _energy_section(study),
         _noise_section(study),
@@ -159,107 +162,46 @@ def _design_section(study: StudyData) -> Section:
     return section
 
 
-def _main_effects_section(study: StudyData) -> Section:
-    section = Section(
-        "Main effects",
-        text=[
-            f"Mean {study.metric} at each level of each factor. The interval is a "
-            f"{CONFIDENCE:.0%} t-interval of the mean over all completed trials at that level "
-            "(every seed and every setting of the other factors): it says how precisely the "
-            "level mean is known, not how much one run varies. In unbalanced or incomplete "
-            "designs a level mean also carries the effects of the other factors."
-        ],
-    )
-    if study.analysed.empty or not study.factors:
-        section.notes.append(
-            "No main effects: "
-            + (
-                "no completed trials."
-                if study.analysed.empty
-                else "no factor has two or more observed levels."
-            )
-        )
-        return section
-    table = effects.main_effects(study.analysed, study.factors, study.metric, confidence=CONFIDENCE)
-    ranking = effects.effect_ranking(table)
-    if (table["n"] < 2).any():
-        section.notes.append("Levels with a single trial have no interval (n < 2).")
-    section.tables.append(Table("Level means", table, "main_effects.csv"))
-    section.tables.append(
-        Table("Effects ranked by range (max - min level mean)", ranking, "effect_ranking.csv")
-    )
-    section.figures.append(
-        FigureFile(
-            "Main effects: level means with 95% t-intervals",
-            "main_effects",
-            figures.to_png(figures.main_effects_figure(table, study.metric)),
-        )
-    )
-    if len(ranking):
-        section.figures.append(
-            FigureFile(
-                "Pareto chart of effect ranges",
-                "pareto",
-                figures.to_png(figures.pareto_figure(ranking, study.metric)),
-            )
-        )
-    return section
-
-
-def _anova_section(study: StudyData) -> Section:
-    section = Section(
-        "ANOVA",
-        text=[
-            "Main-effects model metric ~ C(f1, Sum) + C(f2, Sum) + ... fitted by least squares "
-            "(statsmodels ols), type-II sums of squares (anova_lm typ=2). eta_sq = SS / total "
-            "SS; partial_eta_sq = SS / (SS + residual SS)."
-        ],
-    )
-    if study.analysed.empty:
-        section.notes.append("ANOVA needs completed trials; there are none.")
-        return section
-    table, notes = effects.anova(study.analysed, study.factors, study.metric)
-    section.notes += notes
-    if len(table):
-        section.tables.append(Table("ANOVA (type II)", table, "anova.csv"))
-    pairs, notes = effects.interactions(study.analysed, study.factors, study.metric)
-    section.notes += notes
-    if len(pairs):
-        if study.meta.get("search", {}).get("kind") in ("fracfact", "pb"):
-            section.notes.append(
-                "In a fractional design two-factor interactions are aliased with other effects "
-                "(see qsweep design for the alias structure); read these plots as hints."
-            )
-        section.tables.append(Table("Strongest two-factor interactions", pairs, "interactions.csv"))
-        for row in pairs.itertuples():
-            section.figures.append(
-                FigureFile(
-                    f"Interaction plot {row.a} x {row.b}",
-                    f"interaction_{row.a}_{row.b}",
-                    figures.to_png(
-                        figures.interaction_figure(study.analysed, row.a, row.b, study.metric)
-                    ),
-                )
-            )
-    return section
-
-
 def _paper_section(study: StudyData) -> Section:
     section = Section("Paper views: accuracy per qubit count and model comparison")
     data, metric = study.completed, study.metric
     if data.empty:
         section.notes.append("No completed trials.")
         return section
+    bounds = metric_bounds(metric)
+    section.text.append(
+        "The paper reports the maximum test accuracy over seeds and settings; qsweep also "
+        f"gives the mean with its {CONFIDENCE:.0%} t-interval"
+        + (" (clipped to [0, 1])" if bounds else "")
+        + ". Both are shown side by side and labelled: set 'max' beside the paper's figures, "
+        "'mean [95% CI]' says how much of it a single run can expect."
+    )
     quantum = views.quantum_rows(data)
     if "qubits" in data and views.raw(quantum, "qubits").nunique() > 1:
-        best = views.best_by_qubits(data, metric)
+        best = views.best_by_qubits(data, metric, bounds=bounds)
+        section.text.append(
+            "Per qubit count, quantum trials are compared only within their group: head "
+            "family (single sQE, multi sQE with E encoders, MLP encoder), encoding (the "
+            "paper's, or a remedy: amplitude offset and/or ZZ readout)"
+            + (", final linear layer" if "final_linear" in best else "")
+            + (", epochs" if "epochs" in best else "")
+            + (", encoder" if views.ENCODER in best else "")
+            + ". Each group has its own line; 'varies' lists the settings that take several "
+            "values among a point's trials, 'studies' where they come from."
+        )
         section.tables.append(
-            Table(f"Best {metric} per qubit count (quantum heads)", best, "best_by_qubits.csv")
+            Table(
+                f"Best {metric} per qubit count and group (quantum heads)",
+                best,
+                "best_by_qubits.csv",
+                display=_display(best, "best"),
+            )
         )
         section.figures.append(
             FigureFile(
-                f"Best {metric} per qubit count; grey dots are all other quantum trials "
-                "(the paper's Figure 8)",
+                f"{metric} per qubit count and group (the paper's Figure 8): left the maximum "
+                "over seeds and settings with every trial as a grey dot, right the mean with "
+                f"its {CONFIDENCE:.0%} t-interval",
                 "best_by_qubits",
                 figures.to_png(
                     figures.best_by_qubits_figure(
@@ -277,10 +219,11 @@ def _paper_section(study: StudyData) -> Section:
                 else "qubits does not vary among the quantum trials."
             )
         )
-    table, notes = views.model_comparison(data, metric)
+    table, notes = views.model_comparison(data, metric, bounds=bounds)
     section.text.append(
-        f"Maximum {metric} per head family (quantum families per qubit count) with the parameter "
-        "count of that best trial, and the difference to the best classical head (the paper's Table II)."
+        f"Model comparison (the paper's Table II): maximum and mean {metric} per head family "
+        "and encoding (quantum families per qubit count), the parameter count of the best "
+        "trial, and the difference of the maximum to the best classical head."
         + (
             " With several encoders, families are compared per encoder against that encoder's "
             "best classical head (best_classical)."
@@ -289,8 +232,36 @@ def _paper_section(study: StudyData) -> Section:
         )
     )
     section.notes += notes
-    section.tables.append(Table("Model comparison", table, "model_comparison.csv"))
+    section.tables.append(
+        Table("Model comparison", table, "model_comparison.csv", display=_display(table, "max"))
+    )
     return section
+
+
+def _display(frame, max_column: str):
+    """The table as shown: encoder names instead of paths, the maximum labelled as the
+    paper's statistic and the mean with its interval in one labelled column (the CSV keeps
+    the plain columns)."""
+    from orchestrator.report.render import number_text
+
+    out = frame.copy()
+    if views.ENCODER in out:
+        out[views.ENCODER] = out[views.ENCODER].map(groups.encoder_name)
+        out = out.rename(columns={views.ENCODER: "encoder"})
+    if "group" in out and "family" in out:
+        parts = ("family", "encoding", "final_linear", "epochs")  # all in the group label
+        out = out.drop(columns=[c for c in parts if c in out])
+        out.insert(0, "group", out.pop("group"))
+    interval = [
+        f"{number_text(m)} [{number_text(lo)}, {number_text(hi)}]"
+        if math.isfinite(lo) and math.isfinite(hi)
+        else number_text(m)
+        for m, lo, hi in zip(out["mean"], out["ci_low"], out["ci_high"], strict=True)
+    ]
+    position = out.columns.get_loc("mean")
+    out = out.drop(columns=["mean", "ci_low", "ci_high"])
+    out.insert(position, f"mean [{CONFIDENCE:.0%} CI]", interval)
+    return out.rename(columns={max_column: "max (the paper's statistic)"})
 
 
 def _energy_section(study: StudyData) -> Section:
@@ -300,8 +271,13 @@ def _energy_section(study: StudyData) -> Section:
     if table.empty:
         return section
     section.text.append(
-        f"Crossover (GPU simulation costs at least as much as the QPU): "
-        f"{crossover if crossover is not None else 'none in the range shown'} qubits."
+        "Crossover (GPU simulation costs at least as much as the QPU): "
+        + "; ".join(
+            (f"{circuit}: " if len(crossover) > 1 else "")
+            + (f"{q} qubits" if q is not None else "none in the range shown")
+            for circuit, q in crossover.items()
+        )
+        + "."
     )
     quantum = views.quantum_rows(study.completed)
     observed = (
@@ -310,7 +286,8 @@ def _energy_section(study: StudyData) -> Section:
         else []
     )
     q = table["qubits"].astype(int)
-    shown = table[q.isin(observed) | (q % 10 == 0) | (q == (crossover or -1))]
+    marks = {c for c in crossover.values() if c is not None}
+    shown = table[q.isin(observed) | (q % 10 == 0) | q.isin(marks)]
     section.tables.append(
         Table(
             "Energy per inference (J); study qubit counts, every 10th and the crossover shown, "
@@ -322,7 +299,7 @@ def _energy_section(study: StudyData) -> Section:
     )
     section.figures.append(
         FigureFile(
-            "Energy per inference by qubit count (log scale); dashed: crossover; grey: "
+            "Energy per inference by qubit count (log scale); dashed vertical: crossover; grey: "
             "qubit counts in this study",
             "energy",
             figures.to_png(figures.energy_figure(table, crossover, observed)),

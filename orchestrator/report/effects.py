@@ -1,16 +1,15 @@
 """Screening statistics as pure functions of a trials frame (one row per completed trial).
 
-Main effects (level means with t-intervals), their ranking by range, a main-effects
-ANOVA with effect sizes (statsmodels ``ols`` + ``anova_lm(typ=2)``, sum-to-zero coding)
-and two-factor interaction strengths. Functions return ``(table, notes)``: notes say in
+Main effects (level means and maxima with t-intervals), their ranking by range, cell
+means of two factors, and the ANOVA of the model the design supports (statsmodels
+``ols`` + ``anova_lm(typ=2)``, sum-to-zero coding; the model is chosen in
+:mod:`orchestrator.report.factorial`). ``anova`` returns ``(table, notes)``: notes say in
 words what could not be estimated and why.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import warnings
 from typing import Any
 
 import numpy as np
@@ -22,10 +21,15 @@ __all__ = [
     "mean_interval",
     "effect_ranking",
     "anova",
-    "interactions",
+    "anova_notes",
     "interaction_means",
     "level_order",
+    "metric_bounds",
+    "clip_interval",
+    "MAIN_EFFECT_COLUMNS",
 ]
+
+MAIN_EFFECT_COLUMNS = ("factor", "level", "n", "max", "mean", "sd", "ci_low", "ci_high")
 
 
 def level_order(values: pd.Series) -> list[Any]:
@@ -52,32 +56,40 @@ def mean_interval(values, confidence: float = 0.95) -> tuple[float, float, float
 
 
 def main_effects(
-    frame: pd.DataFrame, factors: list[str], metric: str, *, confidence: float = 0.95
+    frame: pd.DataFrame,
+    factors: list[str],
+    metric: str,
+    *,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
-    """Mean metric at each level of each factor with a two-sided t-interval of the mean.
+    """Mean and maximum metric at each level of each factor with a two-sided t-interval
+    of the mean.
 
     The interval is ``mean +- t_{(1+confidence)/2, n-1} * sd / sqrt(n)`` over the trials at
-    that level (all seeds and all settings of the other factors); NaN when n < 2.
-    Columns: factor, level, n, mean, sd, ci_low, ci_high.
+    that level (all seeds and all settings of the other factors), clipped to ``bounds``
+    (e.g. [0, 1] for an accuracy); NaN when n < 2. Columns: factor, level, n, max, mean,
+    sd, ci_low, ci_high.
     """
     rows = []
     for f in factors:
         for level in level_order(frame[f]):
             y = frame.loc[frame[f] == level, metric].astype(float).to_numpy()
-            n = len(y)
             mean, sd, half = mean_interval(y, confidence)
+            low, high = clip_interval(mean - half, mean + half, bounds)
             rows.append(
                 {
                     "factor": f,
                     "level": level,
-                    "n": n,
+                    "n": len(y),
+                    "max": float(np.max(y)) if len(y) else math.nan,
                     "mean": mean,
                     "sd": sd,
-                    "ci_low": mean - half,
-                    "ci_high": mean + half,
+                    "ci_low": low,
+                    "ci_high": high,
                 }
             )
-    return pd.DataFrame(rows, columns=["factor", "level", "n", "mean", "sd", "ci_low", "ci_high"])
+    return pd.DataFrame(rows, columns=[*MAIN_EFFECT_COLUMNS])
 
 
 def effect_ranking(effects: pd.DataFrame) -> pd.DataFrame:
@@ -108,141 +120,76 @@ def effect_ranking(effects: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def anova(frame: pd.DataFrame, factors: list[str], metric: str) -> tuple[pd.DataFrame, list[str]]:
-    """Type-II ANOVA of ``metric ~ C(f1, Sum) + C(f2, Sum) + ...`` with effect sizes.
-
-    Columns: source, sum_sq, df, mean_sq, F, p_value, eta_sq (SS / total SS),
-    partial_eta_sq (SS / (SS + residual SS)); factors ordered by F (largest first),
-    residual last. Empty with a note when the model cannot be estimated.
-    """
-    notes: list[str] = []
-    columns = ["source", "sum_sq", "df", "mean_sq", "F", "p_value", "eta_sq", "partial_eta_sq"]
-    empty = pd.DataFrame(columns=columns)
-    if not factors:
-        return empty, ["ANOVA needs at least one factor with two or more observed levels."]
-    n = len(frame)
-    n_params = 1 + sum(frame[f].nunique() - 1 for f in factors)
-    if n - n_params < 1:
-        return empty, [
-            f"ANOVA needs at least one residual degree of freedom: {n} trials, "
-            f"{n_params} parameters (intercept + levels - 1 per factor)."
-        ]
-    result, err = _fit_anova(frame, factors, metric)
-    if result is None:
-        return empty, [f"ANOVA could not be fitted: {err}."]
-    out = _with_effect_sizes(result)
-    expected_df = {f: frame[f].nunique() - 1 for f in factors}
-    if any(row.df < expected_df[row.source] for row in out.iloc[:-1].itertuples()):
-        notes.append(
-            "Some factors are confounded in this unbalanced set of trials; their degrees of "
-            "freedom are reduced (type-II sums of squares)."
-        )
-    if np.isclose(out["sum_sq"].iloc[-1], 0.0):
-        notes.append("The residual sum of squares is zero: F and p are undefined.")
-    return out, notes
-
-
-def interactions(
-    frame: pd.DataFrame, factors: list[str], metric: str, *, top: int = 3
+def anova(
+    frame: pd.DataFrame,
+    factors: list[str],
+    metric: str,
+    *,
+    search: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Two-factor interaction strength of every pair, strongest ``top`` first.
+    """Type-II ANOVA of the model the trials support: main effects plus the estimable
+    two-factor interactions (:func:`orchestrator.report.factorial.supported_model`).
 
-    With residual degrees of freedom left, the strength is the F of ``C(a):C(b)`` in
-    ``metric ~ C(a) * C(b)`` (type II); otherwise the product of the two main-effect
-    ranges is used and ``basis`` says so. Columns: a, b, basis, F, p_value, strength.
+    Columns: source, term, sum_sq, df, mean_sq, F, p_value, eta_sq, partial_eta_sq;
+    terms ordered by F (largest first), residual last. Empty with a note when the model
+    cannot be tested.
     """
-    notes: list[str] = []
-    rows = []
-    ranges = {
-        r.factor: r.range for r in effect_ranking(main_effects(frame, factors, metric)).itertuples()
-    }
-    for a, b in itertools.combinations(factors, 2):
-        cells = frame.groupby([a, b]).size()
-        n_params = len(cells)
-        row = {"a": a, "b": b, "basis": "range product", "F": math.nan, "p_value": math.nan}
-        if len(frame) - n_params >= 1 and len(cells) == frame[a].nunique() * frame[b].nunique():
-            result, _ = _fit_anova(frame, [a, b], metric, interaction=True)
-            if result is not None:
-                key = f"{a}:{b}"
-                if key in result.index and np.isfinite(result.loc[key, "F"]):
-                    row.update(
-                        basis="interaction F",
-                        F=float(result.loc[key, "F"]),
-                        p_value=float(result.loc[key, "PR(>F)"]),
-                    )
-        row["strength"] = (
-            row["F"] if row["basis"] == "interaction F" else ranges.get(a, 0) * ranges.get(b, 0)
-        )
-        rows.append(row)
-    out = pd.DataFrame(rows, columns=["a", "b", "basis", "F", "p_value", "strength"])
-    if out.empty:
-        notes.append("Interactions need at least two factors with two or more levels.")
-        return out, notes
-    # Pairs with an F come first (a real test), then range products.
-    out["_rank"] = out["basis"].eq("interaction F")
-    out = out.sort_values(["_rank", "strength"], ascending=[False, False], kind="stable")
-    out = out.drop(columns="_rank").reset_index(drop=True)
-    if (out["basis"] == "range product").any():
+    from orchestrator.report import factorial
+
+    if not factors:
+        return pd.DataFrame(columns=list(factorial.ANOVA_COLUMNS)), [
+            "ANOVA needs at least one factor with two or more observed levels."
+        ]
+    model = factorial.supported_model(frame, factors, metric, search=search)
+    table, notes = factorial.model_anova(frame, model, metric)
+    return table, anova_notes(model) + notes
+
+
+def anova_notes(model) -> list[str]:
+    """What the reader must know about a model's F tests (none possible, confounding)."""
+    if not model.terms:
+        return [
+            f"ANOVA needs at least one residual degree of freedom: {model.n} trials, "
+            f"{model.n_params} parameters (intercept + levels - 1 per factor)."
+        ]
+    notes = list(model.notes)
+    if model.residual_df < 1:
         notes.append(
-            "Pairs marked 'range product' could not be tested (missing level combinations or "
-            "no residual degrees of freedom); they are ranked by the product of main-effect ranges."
+            f"No F test: the model uses all {model.n} trials' degrees of freedom (an "
+            "unreplicated two-level design); the effects are judged with Lenth's pseudo "
+            "standard error instead."
         )
-    return out.head(top), notes
+    return notes
 
 
-def interaction_means(frame: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
-    """Mean metric for every observed (a, b) cell: columns a, b, n, mean."""
-    grouped = frame.groupby([a, b])[metric].agg(["size", "mean"]).reset_index()
-    return grouped.rename(columns={"size": "n"})
+def metric_bounds(metric: str) -> tuple[float, float] | None:
+    """The range a metric cannot leave: [0, 1] for accuracies, None for anything else."""
+    return (0.0, 1.0) if "accuracy" in metric else None
 
 
-# ------------------------------------------------------------------------------------
-def _fit_anova(
-    frame: pd.DataFrame, factors: list[str], metric: str, *, interaction: bool = False
-) -> tuple[pd.DataFrame | None, str | None]:
-    """``anova_lm(typ=2)`` of ``y ~ C(x0, Sum) + C(x1, Sum) ...`` (``*`` when ``interaction``).
-
-    Columns are renamed to x0, x1, ... so any factor or metric name works in the formula;
-    the result's index uses the factor names again (``a:b`` for the interaction).
-    """
-    import statsmodels.api as sm
-    from statsmodels.formula.api import ols
-
-    data = pd.DataFrame({"y": frame[metric].astype(float).to_numpy()})
-    for i, f in enumerate(factors):
-        data[f"x{i}"] = frame[f].map(str).astype(object).to_numpy()  # categorical labels
-    terms = [f"C(x{i}, Sum)" for i in range(len(factors))]
-    rhs = " * ".join(terms) if interaction else " + ".join(terms)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = ols(f"y ~ {rhs}", data=data).fit()
-            result = sm.stats.anova_lm(model, typ=2)
-    except (ValueError, np.linalg.LinAlgError) as err:
-        return None, str(err)
-    names = {term: f for term, f in zip(terms, factors, strict=True)}
-    if interaction:
-        names[":".join(terms)] = ":".join(factors)
-    return result.rename(index=names), None
+def clip_interval(low, high, bounds: tuple[float, float] | None):
+    """``(low, high)`` clipped to ``bounds`` (arrays or floats; NaN stays NaN)."""
+    if bounds is None:
+        return low, high
+    return np.clip(low, *bounds), np.clip(high, *bounds)
 
 
-def _with_effect_sizes(table: pd.DataFrame) -> pd.DataFrame:
-    ss_res = float(table.loc["Residual", "sum_sq"])
-    ss_total = float(table["sum_sq"].sum())
-    out = pd.DataFrame(
-        {
-            "source": table.index,
-            "sum_sq": table["sum_sq"].to_numpy(float),
-            "df": table["df"].to_numpy(float),
-            "F": table["F"].to_numpy(float),
-            "p_value": table["PR(>F)"].to_numpy(float),
-        }
-    )
-    out.insert(3, "mean_sq", out["sum_sq"] / out["df"])
-    out["eta_sq"] = out["sum_sq"] / ss_total if ss_total > 0 else math.nan
-    denominator = out["sum_sq"] + ss_res
-    out["partial_eta_sq"] = np.where(denominator > 0, out["sum_sq"] / denominator, math.nan)
-    residual = out["source"] == "Residual"
-    out.loc[residual, "partial_eta_sq"] = math.nan
-    body = out[~residual].sort_values("F", ascending=False, kind="stable")
-    return pd.concat([body, out[residual]], ignore_index=True)
+def interaction_means(
+    frame: pd.DataFrame,
+    a: str,
+    b: str,
+    metric: str,
+    *,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] | None = None,
+) -> pd.DataFrame:
+    """Mean metric and its t-interval (clipped to ``bounds``) for every observed (a, b)
+    cell: columns a, b, n, mean, ci_low, ci_high."""
+    rows = []
+    for (level_a, level_b), group in frame.groupby([a, b], sort=False):
+        mean, _, half = mean_interval(group[metric], confidence)
+        low, high = clip_interval(mean - half, mean + half, bounds)
+        rows.append(
+            {a: level_a, b: level_b, "n": len(group), "mean": mean, "ci_low": low, "ci_high": high}
+        )
+    return pd.DataFrame(rows, columns=[a, b, "n", "mean", "ci_low", "ci_high"])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["Section", "Table", "FigureFile", "write_report"]
+__all__ = ["Section", "Table", "FigureFile", "write_report", "number_text"]
 
 
 @dataclass
@@ -54,7 +54,7 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#e
 td:first-child,th:first-child{text-align:left}caption{text-align:left;font-weight:600;padding:.3em 0}
 .note{background:#fff8e1;border-left:4px solid #f0ad4e;padding:.4em .8em;margin:.5em 0}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{font-size:.9em;color:#555}
+figcaption{font-size:.9em;color:#555}.wide{overflow-x:auto}
 """
 
 
@@ -100,7 +100,7 @@ def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
                 f" <small>({html.escape(table.csv)})</small>" if table.csv else ""
             )
             body = _format(table.shown).to_html(index=False, escape=True, border=0, na_rep="")
-            parts.append(_with_caption(body, caption))
+            parts.append(f'<div class="wide">{_with_caption(body, caption)}</div>')
         for fig in section.figures:
             data = base64.b64encode(fig.png).decode("ascii")
             parts.append(
@@ -140,6 +140,11 @@ def _format(frame: pd.DataFrame) -> pd.DataFrame:
     for column in out.columns:
         out[column] = out[column].map(_cell).astype(object)
     return out
+
+
+def number_text(value: object) -> str:
+    """A cell as the tables show it (4 decimals, scientific when tiny or huge, "" for NaN)."""
+    return _cell(value)
 
 
 def _cell(value: object) -> str:

@@ -33,7 +33,8 @@ __all__ = [
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
 # Not factors even when they vary: replicates and run-time settings.
 _NOT_FACTORS = {"seed", "device", "eval_batch_size"}
-# A numeric factor with more distinct observed values than this is binned into quantiles.
+# Factors sampled from a range (Optuna, LHS) are binned into quantiles; without study.json,
+# so is a numeric column with more distinct values than this. Listed levels never are.
 MAX_DISCRETE_LEVELS = 6
 QUANTILE_BINS = 4
 
@@ -196,16 +197,25 @@ def study_from_frame(
             single.append(f)
             continue
         factors.append(f)
-        continuous = isinstance(planned, dict) and isinstance(planned.get(f), dict)
         numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
-        if numeric and (continuous or len(levels) > MAX_DISCRETE_LEVELS):
+        sampled = isinstance(planned, dict) and isinstance(planned.get(f), dict)
+        guessed = planned is None and numeric and len(levels) > MAX_DISCRETE_LEVELS
+        if numeric and (sampled or guessed):
             labels = _quantile_bins(column.astype(float))
             analysed[f + "__raw"] = column
             analysed[f] = labels
             binned[f] = list(dict.fromkeys(sorted(labels.dropna().unique(), key=_bin_start)))
+            why = (
+                f"was sampled from a range ({_range_text(planned[f])})"
+                if sampled
+                else f"has {len(levels)} distinct values and no study.json says they are "
+                "listed levels"
+            )
             notes.append(
-                f"Factor {f!r} has {len(levels)} distinct values; for main effects and ANOVA it "
-                f"is binned into {len(binned[f])} quantile bins ({', '.join(binned[f])})."
+                f"Factor {f!r} {why}: for main effects and ANOVA its {len(levels)} distinct "
+                f"values are binned into {len(binned[f])} quantile bins "
+                f"({', '.join(binned[f])}). Only factors sampled from ranges are binned; "
+                "listed levels are analysed level by level."
             )
         else:
             analysed[f] = column.astype(object)
@@ -238,6 +248,10 @@ def _quantile_bins(values: pd.Series) -> pd.Series:
     low, high = grouped.transform("min"), grouped.transform("max")
     labels = [f"{a:.3g}..{b:.3g}" for a, b in zip(low, high, strict=True)]
     return pd.Series(labels, index=values.index, dtype=object)
+
+
+def _range_text(spec: dict[str, Any]) -> str:
+    return f"{spec.get('low')}..{spec.get('high')}" + (", log scale" if spec.get("log") else "")
 
 
 def _bin_start(label: str) -> float:

@@ -1,9 +1,14 @@
 """The paper's views of a study as pure table functions (figures are drawn in figures.py).
 
-- ``best_by_qubits``: best accuracy per qubit count (the paper's Figure 8);
-- ``model_comparison``: max accuracy and parameter count per head family against the
-  best classical head (its Table II);
-- ``energy_curve``: QPU vs GPU inference energy by qubit count and the crossover;
+- ``paper_groups``: like is compared with like: head family (single sQE, multi sQE, MLP
+  encoder), encoding (the paper's or a remedy), final linear layer, epochs and encoder
+  when they vary;
+- ``best_by_qubits``: max (the paper's statistic) and mean with interval per group and
+  qubit count (the paper's Figure 8);
+- ``model_comparison``: max and mean accuracy and parameter count per head family and
+  encoding against the best classical head (its Table II);
+- ``energy_curve``: QPU vs GPU inference energy by qubit count and the crossover, for
+  the best trial of each group;
 - ``noise_by_qubits``: accuracy with and without gate noise;
 - ``design_summary`` / ``status_summary``: what was planned and what is there.
 """
@@ -18,7 +23,16 @@ import pandas as pd
 
 from model.errors import QsweepError
 from model.heads.registry import CLASSICAL_HEADS, ENCODER_HEADS, QUANTUM_HEADS
-from orchestrator.report.effects import level_order, mean_interval
+from orchestrator.report.effects import clip_interval, level_order, mean_interval
+from orchestrator.report.groups import (
+    PAPER_ENCODING,
+    encoder_name,
+    encoding,
+    head_family,
+    int_or_nan,
+    setting_applies,
+    values_text,
+)
 from orchestrator.report.study import CONFIG_FIELDS, StudyData
 
 ENCODER = "data.encoder"  # the data factor the paper views group by
@@ -26,10 +40,12 @@ ENCODER = "data.encoder"  # the data factor the paper views group by
 __all__ = [
     "raw",
     "quantum_rows",
+    "paper_groups",
     "best_by_qubits",
     "encoder_levels",
     "ENCODER",
     "head_family",
+    "encoding",
     "model_comparison",
     "energy_curve",
     "noise_by_qubits",
@@ -58,55 +74,129 @@ def encoder_levels(frame: pd.DataFrame) -> list[Any]:
     return levels if len(levels) > 1 else []
 
 
-def best_by_qubits(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per qubit count of the quantum heads: trials, best and mean metric, best trial.
+def paper_groups(frame: pd.DataFrame) -> pd.DataFrame:
+    """The comparison group of every quantum trial: columns family, encoding, final_linear
+    and epochs (when they vary), data.encoder (when there are several encoders) and
+    ``group``, their label, e.g. "single sQE, paper encoding, 800 epochs"."""
+    rows = quantum_rows(frame)
+    out = pd.DataFrame(index=rows.index)
+    out["family"] = rows.apply(head_family, axis=1) if len(rows) else pd.Series(dtype=object)
+    out["encoding"] = rows.apply(encoding, axis=1) if len(rows) else pd.Series(dtype=object)
+    label = out["family"].str.replace("quantum, ", "", regex=False)
+    label = label.where(out["encoding"] == "", label + ", " + out["encoding"])
+    if "final_linear" in rows and raw(rows, "final_linear").nunique() > 1:
+        out["final_linear"] = raw(rows, "final_linear").astype(bool)
+        label = label.where(out["final_linear"], label + ", no final linear layer")
+    if "epochs" in rows and raw(rows, "epochs").nunique() > 1:
+        out["epochs"] = raw(rows, "epochs").astype(int)
+        label = label + ", " + out["epochs"].astype(str) + " epochs"
+    if encoder_levels(rows):
+        out[ENCODER] = raw(rows, ENCODER)
+        label = label + ", " + out[ENCODER].map(encoder_name)
+    out["group"] = label
+    return out
 
-    With several encoders (``data.encoder``) one row per (encoder, qubit count).
+
+def best_by_qubits(
+    frame: pd.DataFrame, metric: str, *, bounds: tuple[float, float] | None = None
+) -> pd.DataFrame:
+    """Per comparison group (:func:`paper_groups`) and qubit count of the quantum heads:
+    trials, the maximum metric (the paper's statistic) and the mean with its 95 %
+    t-interval (clipped to ``bounds``), the best trial, the studies the trials come from
+    and the settings that vary among them.
     """
     rows = quantum_rows(frame)
-    by_encoder = encoder_levels(rows)
-    cols = ["qubits", "n", "best", "mean", "best_trial_id", "best_n_params"]
-    cols = [ENCODER, *cols] if by_encoder else cols
+    groups = paper_groups(rows)
+    keys = [k for k in (ENCODER, "family", "encoding", "final_linear", "epochs") if k in groups]
+    cols = [
+        *([ENCODER] if ENCODER in groups else []),
+        "qubits",
+        *[k for k in keys if k != ENCODER],
+        "n",
+        "best",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "best_trial_id",
+        "best_n_params",
+        "studies",
+        "varies",
+        "group",
+    ]
     if "qubits" not in rows.columns or rows.empty:
         return pd.DataFrame(columns=cols)
-    qubits = raw(rows, "qubits").astype(int)
-    encoder = raw(rows, ENCODER) if by_encoder else pd.Series("", index=rows.index)
+    data = rows.assign(**{f"_{k}": groups[k] for k in (*keys, "group")})
+    data["_qubits"] = raw(rows, "qubits").astype(int)
     out = []
-    for enc in by_encoder or [""]:
-        for q in sorted(qubits[encoder == enc].unique()):
-            group = rows[(qubits == q) & (encoder == enc)]
-            best = group.loc[group[metric].idxmax()]
-            out.append(_best_row(group, best, int(q), metric) | ({ENCODER: enc} if enc else {}))
+    for label in _group_order(groups):
+        part = data[data["_group"] == label]
+        for q in sorted(part["_qubits"].unique()):
+            cell = part[part["_qubits"] == q]
+            best = cell.loc[cell[metric].idxmax()]
+            mean, _, half = mean_interval(cell[metric])
+            low, high = clip_interval(mean - half, mean + half, bounds)
+            out.append(
+                {
+                    **{k: best[f"_{k}"] for k in keys},
+                    "qubits": int(q),
+                    "n": len(cell),
+                    "best": float(best[metric]),
+                    "mean": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "best_trial_id": best.get("trial_id", ""),
+                    "best_n_params": int_or_nan(best.get("n_params")),
+                    "studies": ", ".join(map(str, dict.fromkeys(cell["study"])))
+                    if "study" in cell
+                    else "",
+                    "varies": _varying(cell, exclude={"qubits", *keys}),
+                    "group": label,
+                }
+            )
     return pd.DataFrame(out, columns=cols)
 
 
-def _best_row(group: pd.DataFrame, best: pd.Series, q: int, metric: str) -> dict[str, Any]:
-    return {
-        "qubits": int(q),
-        "n": len(group),
-        "best": float(best[metric]),
-        "mean": float(group[metric].mean()),
-        "best_trial_id": best.get("trial_id", ""),
-        "best_n_params": _int_or_nan(best.get("n_params")),
-    }
+def _group_order(groups: pd.DataFrame) -> list[str]:
+    """Group labels: single sQE, multi sQE, MLP encoder; paper encoding before remedies."""
+    family_rank = {"quantum, single sQE": 0, "quantum, MLP encoder": 2}
+    first = groups.drop_duplicates("group")
+    epochs = first["epochs"] if "epochs" in first else pd.Series(0, index=first.index)
+    ranked = sorted(
+        zip(first["family"], first["encoding"], epochs, first["group"], strict=True),
+        key=lambda r: (
+            family_rank.get(r[0], 1),
+            len(r[0]),  # multi sQE (E=2) before (E=10)
+            r[0],
+            r[1] != PAPER_ENCODING,
+            r[1],
+            r[2],
+            r[3],
+        ),
+    )
+    return [r[3] for r in ranked]
 
 
-def head_family(row: pd.Series) -> str:
-    """Family label of a trial as in the paper's Table II."""
-    head = row.get("head", "quantum")
-    if head == "quantum":
-        encoders = row.get("encoders", 1)
-        return "quantum, multi sQE" if _num(encoders) > 1 else "quantum, single sQE"
-    if head == "mlp":
-        return f"mlp (hidden={_int_or_nan(row.get('hidden', 0))})"
-    if head in ENCODER_HEADS:
-        return f"full fine-tuning ({head}, reference)"
-    return str(head)
+def _varying(cell: pd.DataFrame, *, exclude: set[str]) -> str:
+    """The settings that take several values among these trials, e.g.
+    "learning_rate: 7 values, 0.0005..0.005; final_linear: False, True"."""
+    parts = []
+    for column in (*CONFIG_FIELDS, "data.encoder", "data.split_seed", "data.n_per_class"):
+        if column in exclude or column not in cell or column == "head":
+            continue
+        if not all(setting_applies(column, h) for h in cell.get("head", ["quantum"])):
+            continue
+        values = raw(cell, column).dropna().unique()
+        if len(values) > 1:
+            parts.append(f"{column}: {values_text(values)}")
+    return "; ".join(parts)
 
 
-def model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
-    """Max and mean (95 % t-interval) metric and parameter count per head family (quantum
-    families per qubit count; per study too when the frame holds several studies).
+def model_comparison(
+    frame: pd.DataFrame, metric: str, *, bounds: tuple[float, float] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Max (the paper's statistic) and mean (95 % t-interval, clipped to ``bounds``) metric
+    and parameter count per head family and encoding (quantum families per qubit count;
+    per study too when the frame holds several studies).
 
     ``diff_to_best_classical`` = family max - the best classical (mlp, logreg, svc) max.
     Full fine-tuning (``head: finetune``) trains the encoder itself: it is listed as the
@@ -117,28 +207,35 @@ def model_comparison(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, li
     by_encoder = encoder_levels(frame)
     studies = "study" in frame.columns and frame["study"].nunique() > 1
     if not by_encoder:
-        return _model_comparison(frame, metric, studies)
-    parts, notes = [], []
-    for enc in by_encoder:
-        table, part_notes = _model_comparison(frame[raw(frame, ENCODER) == enc], metric, studies)
-        table.insert(0, ENCODER, enc)
-        parts.append(table)
-        notes += [f"{ENCODER} = {enc}: {n}" for n in part_notes]
-    return pd.concat(parts, ignore_index=True), notes
+        table, notes = _model_comparison(frame, metric, studies, bounds)
+    else:
+        parts, notes = [], []
+        for enc in by_encoder:
+            part = frame[raw(frame, ENCODER) == enc]
+            table, part_notes = _model_comparison(part, metric, studies, bounds)
+            table.insert(0, ENCODER, enc)
+            parts.append(table)
+            notes += [f"{ENCODER} = {encoder_name(enc)}: {n}" for n in part_notes]
+        table = pd.concat(parts, ignore_index=True)
+    if (table["encoding"] == "").all():  # no sQE head: nothing to tell apart
+        table = table.drop(columns="encoding")
+    return table, notes
 
 
 def _model_comparison(
-    frame: pd.DataFrame, metric: str, studies: bool
+    frame: pd.DataFrame, metric: str, studies: bool, bounds: tuple[float, float] | None
 ) -> tuple[pd.DataFrame, list[str]]:
     """``studies``: one row per study and family (a combined report of several studies)."""
     cols = [
         *(["study"] if studies else []),
         "family",
+        "encoding",
         "qubits",
         "trials",
         "max",
         "mean",
-        "ci95",
+        "ci_low",
+        "ci_high",
         "n_params",
         "best_trial_id",
         "diff_to_best_classical",
@@ -149,24 +246,28 @@ def _model_comparison(
         return pd.DataFrame(columns=cols), ["No completed trials to compare."]
     data = frame.copy()
     data["_family"] = data.apply(head_family, axis=1)
+    data["_encoding"] = data.apply(encoding, axis=1)
     quantum = data["head"].isin(QUANTUM_HEADS) if "head" in data else pd.Series(True, data.index)
     data["_q"] = np.where(quantum, raw(data, "qubits") if "qubits" in data else np.nan, np.nan)
-    keys = (["study"] if studies else []) + ["_family", "_q"]
+    keys = (["study"] if studies else []) + ["_family", "_encoding", "_q"]
     rows = []
     for key, group in data.groupby(keys, dropna=False, sort=True):
-        *study, family, q = key
+        *study, family, enc, q = key
         best = group.loc[group[metric].idxmax()]
-        mean, _, ci = mean_interval(group[metric])
+        mean, _, half = mean_interval(group[metric])
+        low, high = clip_interval(mean - half, mean + half, bounds)
         rows.append(
             {
                 **({"study": study[0]} if studies else {}),
                 "family": family,
-                "qubits": _int_or_nan(q),
+                "encoding": enc,
+                "qubits": int_or_nan(q),
                 "trials": len(group),
                 "max": float(best[metric]),
                 "mean": mean,
-                "ci95": ci,
-                "n_params": _int_or_nan(best.get("n_params")),
+                "ci_low": low,
+                "ci_high": high,
+                "n_params": int_or_nan(best.get("n_params")),
                 "best_trial_id": best.get("trial_id", ""),
             }
         )
@@ -195,45 +296,67 @@ def _model_comparison(
 
 def energy_curve(
     study: StudyData, qubits: range = range(2, 80)
-) -> tuple[pd.DataFrame, Any, list[str]]:
-    """QPU and GPU energy per inference (J) by qubit count, and the crossover qubit count.
+) -> tuple[pd.DataFrame, dict[str, int | None], list[str]]:
+    """QPU and GPU energy per inference (J) by qubit count, and the crossover qubit count,
+    for the best trial of each comparison group (:func:`paper_groups`).
 
-    Uses ``model.energy`` on the best quantum trial's configuration when importable;
-    otherwise the mean of the table's ``qpu_energy_j`` / ``gpu_energy_j`` per qubit count.
-    Returns (table with qubits, qpu_energy_j, gpu_energy_j; crossover or None; notes).
+    ``model.energy`` counts the gates of the PQC (reuploads R, reupload layers N, main
+    layers M, final linear layer), so groups whose best trials share that circuit share a
+    curve. Returns (table with [circuit,] qubits, qpu_energy_j, gpu_energy_j — the circuit
+    column only when there are several; crossover per circuit label, None where there is
+    none in the range; notes). Without model.energy: the mean of the table's recorded
+    ``qpu_energy_j`` / ``gpu_energy_j`` per qubit count.
     """
     cols = ["qubits", "qpu_energy_j", "gpu_energy_j"]
     rows = quantum_rows(study.completed)
     if rows.empty:
-        return (
-            pd.DataFrame(columns=cols),
-            None,
-            ["No completed quantum trials: no energy estimate."],
-        )
-    best = rows.loc[rows[study.metric].idxmax()]
+        return pd.DataFrame(columns=cols), {}, ["No completed quantum trials: no energy estimate."]
     reason = "model.energy is not available; "
     try:
         from model.energy import EnergyParams, crossover_qubits, energy_table
     except ImportError:
         energy_table = None
     if energy_table is not None:
+        groups = paper_groups(rows)["group"]
+        circuits: dict[str, list[str]] = {}
+        configs = {}
         try:
-            config = _trial_config(best)
+            for label in _group_order(paper_groups(rows)):
+                part = rows[groups == label]
+                best = part.loc[part[study.metric].idxmax()]
+                config = _trial_config(best)
+                circuit = (
+                    f"R={config.reuploads}, N={config.reupload_layers}, M={config.main_layers}, "
+                    + ("final linear" if config.final_linear else "no final linear")
+                )
+                configs.setdefault(circuit, config)
+                circuits.setdefault(circuit, []).append(f"{label}: {best.get('trial_id', '')}")
             params = EnergyParams()
-            table = pd.DataFrame(energy_table(config, qubits, params))
-            crossover = crossover_qubits(config, params, qubits)
+            tables, crossover = [], {}
+            for circuit, config in configs.items():
+                table = pd.DataFrame(energy_table(config, qubits, params))[cols]
+                tables.append(table.assign(circuit=circuit) if len(configs) > 1 else table)
+                crossover[circuit] = crossover_qubits(config, params, qubits)
         except (QsweepError, ValueError, KeyError) as err:
             reason = f"model.energy could not evaluate the best quantum trial ({err}); "
         else:
-            note = (
-                f"Estimated with model.energy for the circuit of the best quantum trial "
-                f"{best.get('trial_id', '')} (encoders={config.encoders}, reuploads={config.reuploads}, "
-                f"reupload_layers={config.reupload_layers}, main_layers={config.main_layers}) at every "
-                f"register size {qubits.start}..{qubits.stop - 1}, with the default EnergyParams."
-            )
-            return table[cols], crossover, [note]
+            table = pd.concat(tables, ignore_index=True)
+            if len(configs) > 1:
+                table = table[["circuit", *cols]]
+            notes = [
+                "Estimated with model.energy at every register size "
+                f"{qubits.start}..{qubits.stop - 1} with the default EnergyParams, for the "
+                "circuit of the best trial of each group (the groups of the per-qubit view). "
+                "model.energy counts the PQC's gates (R, N, M, final linear layer), not the "
+                "encoders', so groups whose best trials share a PQC share a curve."
+            ]
+            notes += [
+                f"Circuit {circuit}: best trials {'; '.join(members)}."
+                for circuit, members in circuits.items()
+            ]
+            return table, crossover, notes
     if not {"qpu_energy_j", "gpu_energy_j", "qubits"} <= set(rows.columns):
-        return pd.DataFrame(columns=cols), None, [reason + "and the table has no energy columns."]
+        return pd.DataFrame(columns=cols), {}, [reason + "and the table has no energy columns."]
     data = pd.DataFrame(
         {
             "qubits": raw(rows, "qubits").astype(int),
@@ -242,11 +365,11 @@ def energy_curve(
         }
     ).dropna()
     if data.empty:
-        return pd.DataFrame(columns=cols), None, [reason + "and the energy columns are empty."]
+        return pd.DataFrame(columns=cols), {}, [reason + "and the energy columns are empty."]
     table = data.groupby("qubits", as_index=False).mean()
     above = table[table["gpu_energy_j"] >= table["qpu_energy_j"]]
     crossover = int(above["qubits"].iloc[0]) if len(above) else None
-    return table, crossover, [reason + "showing the trials' recorded energy columns."]
+    return table, {"recorded": crossover}, [reason + "showing the trials' recorded energy columns."]
 
 
 def noise_by_qubits(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -283,7 +406,7 @@ def design_summary(study: StudyData) -> pd.DataFrame:
         observed = [str(v) for v in level_order(values)]
         role = "analysed"
         if f in study.binned:
-            role = f"analysed in {len(study.binned[f])} quantile bins"
+            role = f"sampled from a range: analysed in {len(study.binned[f])} quantile bins"
         elif f in study.single_level:
             role = "one level observed: not analysed"
         elif f not in study.factors:
@@ -380,18 +503,6 @@ def _planned_text(spec: Any) -> str:
     if isinstance(spec, list):
         return ", ".join(map(str, spec))
     return "-"
-
-
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _int_or_nan(value: Any) -> Any:
-    number = _num(value)
-    return int(number) if math.isfinite(number) else math.nan
 
 
 def _missing(value: Any) -> bool:
