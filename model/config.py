@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.errors import ConfigError
+from model.errors import ConfigError, short_repr, shorten
 from model.heads.registry import HEADS, is_quantum
 
 __all__ = [
@@ -135,19 +135,15 @@ class TrialConfig:
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(
-                    f"trial.{key} = {value!r} is not a probability; allowed: 0.0..1.0."
+                    f"trial.{key} = {short_repr(value)} is not a probability; allowed: 0.0..1.0."
                 )
         _at_least(self, "finetune_iterations", 1)
         _at_least(self, "finetune_epochs", 1)
         for key in ("learning_rate", "lr_decay", "finetune_learning_rate"):
             if not getattr(self, key) > 0:
-                raise ConfigError(f"trial.{key} = {getattr(self, key)!r} must be > 0.")
-        if not math.isfinite(self.amplitude_offset):
-            raise ConfigError(
-                f"trial.amplitude_offset = {self.amplitude_offset!r} must be a finite number."
-            )
+                raise ConfigError(f"trial.{key} = {short_repr(getattr(self, key))} must be > 0.")
         if self.weight_decay < 0:
-            raise ConfigError(f"trial.weight_decay = {self.weight_decay!r} must be >= 0.")
+            raise ConfigError(f"trial.weight_decay = {short_repr(self.weight_decay)} must be >= 0.")
 
 
 @dataclass(frozen=True)
@@ -180,7 +176,7 @@ class DataConfig:
         _at_least(self, "max_test", 0, where="data")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(
-                f"data.val_fraction = {self.val_fraction!r} is not allowed; allowed: strictly between 0 and 1."
+                f"data.val_fraction = {short_repr(self.val_fraction)} is not allowed; allowed: strictly between 0 and 1."
             )
         if not self.source:
             raise ConfigError("data.source is empty; allowed: demo, hf:NAME or a local directory.")
@@ -190,13 +186,14 @@ class DataConfig:
 def _build(cls, values: dict[str, Any], where: str):
     if not isinstance(values, dict):
         raise ConfigError(
-            f"{where} must be a mapping of settings, got {type(values).__name__}: {values!r}."
+            f"{where} must be a mapping of settings, got {type(values).__name__}: {short_repr(values)}."
         )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown setting {where}.{unknown[0]} (value {values[unknown[0]]!r}); "
+            f"unknown setting {where}.{shorten(str(unknown[0]))} (value "
+            f"{short_repr(values[unknown[0]])}); "
             f"allowed keys: {', '.join(fields)}."
         )
     kwargs = {}
@@ -223,35 +220,53 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
             return value.lower() in ("true", "yes", "on")
-        raise ConfigError(f"{key} = {value!r} is not a boolean; allowed: true or false.")
+        raise ConfigError(f"{key} = {short_repr(value)} is not a boolean; allowed: true or false.")
     if kind is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key} = {value!r} is not an integer.")
+            raise ConfigError(f"{key} = {short_repr(value)} is not an integer.")
+        number = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str):
             try:
-                return int(value)
+                number = int(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key} = {value!r} is not an integer.")
+        if number is None:
+            raise ConfigError(f"{key} = {short_repr(value)} is not an integer.")
+        if not -(2**63) <= number < 2**63:  # a Parquet int64 column holds it
+            raise ConfigError(
+                f"{key} = {short_repr(value)} is out of range; allowed: |value| < 2^63."
+            )
+        return number
     if kind is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key} = {value!r} is not a number.")
+            raise ConfigError(f"{key} = {short_repr(value)} is not a number.")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:  # an int past 1.8e308
+                number = math.inf
+        elif isinstance(value, str):
+            try:
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key} = {value!r} is not a number.")
+        if number is None:
+            raise ConfigError(f"{key} = {short_repr(value)} is not a number.")
+        if not math.isfinite(number):  # .inf, .nan, 1e999
+            raise ConfigError(
+                f"{key} = {short_repr(value)} is not a finite number; give an ordinary number "
+                "such as 0.001 (no inf or nan)."
+            )
+        return number
     if kind is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key} = {value!r} is not a string.")
+        raise ConfigError(f"{key} = {short_repr(value)} is not a string.")
     return value
 
 
@@ -259,11 +274,13 @@ def _choice(obj, key: str, allowed, where: str = "trial") -> None:
     value = getattr(obj, key)
     if value not in allowed:
         raise ConfigError(
-            f"{where}.{key} = {value!r} is not allowed; allowed: {', '.join(allowed)}."
+            f"{where}.{key} = {short_repr(value)} is not allowed; allowed: {', '.join(allowed)}."
         )
 
 
 def _at_least(obj, key: str, low: int, where: str = "trial") -> None:
     value = getattr(obj, key)
     if value < low:
-        raise ConfigError(f"{where}.{key} = {value!r} is not allowed; it must be >= {low}.")
+        raise ConfigError(
+            f"{where}.{key} = {short_repr(value)} is not allowed; it must be >= {low}."
+        )

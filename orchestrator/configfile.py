@@ -20,10 +20,12 @@ from typing import Any
 import yaml
 
 from model.config import DataConfig, TrialConfig
-from model.errors import ConfigError
+from model.errors import ConfigError, short_repr
 
 __all__ = [
     "read_yaml",
+    "StrictLoader",
+    "MAX_ALIAS_VALUES",
     "parse_value",
     "parse_sets",
     "trial_mapping",
@@ -33,20 +35,122 @@ __all__ = [
 ]
 
 
+# Values an alias may add to a document beyond the ones written out in it (anchors that
+# repeat a block are fine; a "billion laughs" file that expands 753 bytes into 10^9 is not).
+MAX_ALIAS_VALUES = 10_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Refused(yaml.YAMLError):
+    """A well-formed YAML document that qsweep refuses (duplicate key, alias bomb)."""
+
+
+class StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML's safe loader (libyaml's parser where present, which also bounds nesting)
+    that refuses a key given twice in one mapping and aliases that expand past
+    :data:`MAX_ALIAS_VALUES` values or refer to themselves."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._check(node)
+        return super().construct_document(node)
+
+    def _check(self, root: yaml.Node) -> None:
+        """One iterative walk over the composed lists and mappings, each visited once,
+        before anything is built (and before ``<<`` merges rewrite mappings): duplicate
+        keys, recursive aliases, and the values that aliases add to the document."""
+        sizes: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
+        ancestors: set[int] = set()
+        added = 0  # values under the second and later references to a node
+        stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+        while stack:
+            node, finished = stack.pop()
+            inner = [c for c in _children(node) if not isinstance(c, yaml.ScalarNode)]
+            if finished:
+                scalars = len(_children(node)) - len(inner)
+                sizes[id(node)] = 1 + scalars + sum(sizes[id(child)] for child in inner)
+                ancestors.discard(id(node))
+                continue
+            if id(node) in sizes:  # an alias to a list or mapping built already
+                added += sizes[id(node)]
+                continue
+            if id(node) in ancestors:
+                raise _Refused(
+                    f"an alias refers to the list or mapping on line {node.start_mark.line + 1} "
+                    "that contains it (a recursive alias); write the values out"
+                )
+            if isinstance(node, yaml.MappingNode):
+                self._check_keys(node)
+            ancestors.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in inner)
+        if added > MAX_ALIAS_VALUES:
+            count = f"{added:,}" if added < 10**15 else "more than 10^15"
+            raise _Refused(
+                f"its YAML aliases (*name) expand to {count} values beyond the ones written "
+                f"out, more than the {MAX_ALIAS_VALUES:,} allowed; write the values out instead"
+            )
+
+    def _check_keys(self, node: yaml.MappingNode) -> None:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:  # keys as written; a << merge may be overridden
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                where = (
+                    f"on line {line}" if lines[key] == line else f"on lines {lines[key]} and {line}"
+                )
+                raise _Refused(
+                    f"key {short_repr(key)} is given twice in one mapping, {where}; give it once"
+                )
+            lines[key] = line
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 def read_yaml(path: str | Path, *, what: str = "config file") -> dict[str, Any]:
-    """Parse a YAML mapping; errors name the file, the line and what the parser said."""
+    """Parse a YAML mapping; errors name the file, the line and what the parser said.
+
+    Refused with a ConfigError: a missing or empty file, bytes that are not UTF-8, YAML
+    that does not parse, a key given twice in one mapping, an alias bomb, and a top
+    level that is not a mapping.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{what} {str(path)!r} does not exist.")
+        raise ConfigError(f"{what} {short_repr(str(path))} does not exist.")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise ConfigError(f"{path}: the file is empty; a {what} holds a YAML mapping of settings.")
     try:
-        doc = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path} is not a UTF-8 YAML file (byte {raw[err.start]:#04x} at offset "
+            f"{err.start} is not UTF-8); give a {what} as UTF-8 text."
+        ) from None
+    try:
+        doc = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a safe loader
+    except _Refused as err:
+        raise ConfigError(f"{path}: {err}.") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"{path}:{where} is not valid YAML: {problem}.") from None
+    except RecursionError:  # the pure-Python parser, where libyaml is missing
+        raise ConfigError(f"{path} nests lists or mappings too deeply to read.") from None
     if doc is None:
-        return {}
+        raise ConfigError(
+            f"{path}: the file holds no settings (only comments, blank lines or null); "
+            f"a {what} holds a YAML mapping of settings."
+        )
     if not isinstance(doc, dict):
         raise ConfigError(
             f"{path} must hold a YAML mapping at the top level, got {type(doc).__name__}."
@@ -57,7 +161,7 @@ def read_yaml(path: str | Path, *, what: str = "config file") -> dict[str, Any]:
 def parse_value(text: str) -> Any:
     """Parse a ``--set key=value`` right-hand side as YAML (``1e-3``, ``true``, ``[1, 2]``)."""
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError:
         return text
     if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
@@ -76,7 +180,7 @@ def parse_sets(sets: list[str] | tuple[str, ...]) -> tuple[dict[str, Any], dict[
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. --set qubits=12).")
+            raise ConfigError(f"--set {short_repr(item)} is not KEY=VALUE (e.g. --set qubits=12).")
         if key.startswith("data."):
             data[key[5:]] = parse_value(text)
         else:
@@ -134,5 +238,5 @@ def mapping_at(doc: dict[str, Any], key: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{key} = {value!r} must be a mapping.")
+        raise ConfigError(f"{key} = {short_repr(value)} must be a mapping.")
     return value

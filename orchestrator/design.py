@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from model.errors import ConfigError
+from model.errors import ConfigError, short_repr
 
 __all__ = [
     "KINDS",
@@ -77,7 +77,7 @@ def design_points(
             spec = factors[name]
             if isinstance(spec, dict):
                 raise ConfigError(
-                    f"factors.{name} = {spec!r} is a range; a full factorial needs listed levels "
+                    f"factors.{name} = {short_repr(spec)} is a range; a full factorial needs listed levels "
                     "(e.g. [0.001, 0.01]); use kind lhs to sample a range."
                 )
         return full_factorial(factors)
@@ -94,7 +94,9 @@ def design_points(
             {name: _from_unit(name, factors[name], u) for name, u in zip(names, row, strict=True)}
             for row in unit
         ]
-    raise ConfigError(f"search.kind = {kind!r} is not a design; allowed: {', '.join(KINDS)}.")
+    raise ConfigError(
+        f"search.kind = {short_repr(kind)} is not a design; allowed: {', '.join(KINDS)}."
+    )
 
 
 def design_matrix(
@@ -120,7 +122,7 @@ def design_matrix(
             )
         if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 3:
             raise ConfigError(
-                f"search.resolution = {resolution!r} is not allowed; allowed: an integer >= 3 "
+                f"search.resolution = {short_repr(resolution)} is not allowed; allowed: an integer >= 3 "
                 "(3: main effects aliased with 2-factor interactions, 4: not, 5: 2FIs clear too)."
             )
         if n < 2:
@@ -143,13 +145,15 @@ def design_matrix(
     if kind == "lhs":
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ConfigError(
-                f"search.samples = {samples!r} is not allowed; a Latin hypercube needs an integer "
+                f"search.samples = {short_repr(samples)} is not allowed; a Latin hypercube needs an integer "
                 "number of points >= 1."
             )
         return np.asarray(pydoe.lhs(n, samples=samples, seed=int(seed)), dtype=float)
     if kind == "full":
         raise ConfigError("a full factorial has no coded matrix here; call design_points.")
-    raise ConfigError(f"search.kind = {kind!r} is not a design; allowed: {', '.join(KINDS)}.")
+    raise ConfigError(
+        f"search.kind = {short_repr(kind)} is not a design; allowed: {', '.join(KINDS)}."
+    )
 
 
 def aliasing(factors: dict[str, list | dict], resolution: int) -> list[str]:
@@ -204,7 +208,7 @@ def factor_levels(spec: list | dict) -> list[Any]:
 def _check_factors(factors: dict[str, list | dict]) -> None:
     if not isinstance(factors, dict) or not factors:
         raise ConfigError(
-            f"factors = {factors!r} is not allowed; give a mapping of factor name to a list of "
+            f"factors = {short_repr(factors)} is not allowed; give a mapping of factor name to a list of "
             "levels or {low, high, log}, e.g. {qubits: [4, 8]}."
         )
     for name, spec in factors.items():
@@ -213,7 +217,7 @@ def _check_factors(factors: dict[str, list | dict]) -> None:
                 raise ConfigError(f"factors.{name} has no levels; give at least one.")
             if len({repr(v) for v in spec}) != len(spec):
                 raise ConfigError(
-                    f"factors.{name} = {list(spec)!r} repeats a level; levels must differ."
+                    f"factors.{name} = {short_repr(list(spec))} repeats a level; levels must differ."
                 )
             continue
         if isinstance(spec, dict):
@@ -221,20 +225,26 @@ def _check_factors(factors: dict[str, list | dict]) -> None:
             missing = sorted({"low", "high"} - set(spec))
             if unknown or missing:
                 raise ConfigError(
-                    f"factors.{name} = {spec!r} is not a range; allowed keys: low, high, log "
+                    f"factors.{name} = {short_repr(spec)} is not a range; allowed keys: low, high, log "
                     f"(missing: {', '.join(missing) or '-'}; unknown: {', '.join(unknown) or '-'})."
                 )
             low, high = spec["low"], spec["high"]
             for key, value in (("low", low), ("high", high)):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ConfigError(f"factors.{name}.{key} = {value!r} is not a number.")
+                    raise ConfigError(
+                        f"factors.{name}.{key} = {short_repr(value)} is not a number."
+                    )
             if not low < high:
-                raise ConfigError(f"factors.{name}: low = {low!r} must be < high = {high!r}.")
+                raise ConfigError(
+                    f"factors.{name}: low = {short_repr(low)} must be < high = {short_repr(high)}."
+                )
             if spec.get("log") and low <= 0:
-                raise ConfigError(f"factors.{name}: log range needs low > 0, got low = {low!r}.")
+                raise ConfigError(
+                    f"factors.{name}: log range needs low > 0, got low = {short_repr(low)}."
+                )
             continue
         raise ConfigError(
-            f"factors.{name} = {spec!r} is not allowed; give a list of levels or {{low, high, log}}."
+            f"factors.{name} = {short_repr(spec)} is not allowed; give a list of levels or {{low, high, log}}."
         )
 
 
@@ -242,7 +252,7 @@ def _two_levels(name: str, spec: list | dict, kind: str) -> list[Any]:
     levels = factor_levels(spec)
     if len(levels) != 2:
         raise ConfigError(
-            f"factors.{name} has {len(levels)} levels {levels!r}; a {kind} design needs exactly 2 "
+            f"factors.{name} has {len(levels)} levels {short_repr(levels)}; a {kind} design needs exactly 2 "
             "levels per factor (use kind full or lhs for more)."
         )
     return levels

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model.errors import ConfigError
+from model.errors import ConfigError, short_repr
 from model.packing import auto_pack_size, pack_key
 
 __all__ = [
@@ -51,7 +51,7 @@ def parse_pack_size(value: Any, where: str = "pack_size") -> int | str:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(
-            f"{where} = {value!r} is not allowed; allowed: auto or an integer >= 1 "
+            f"{where} = {short_repr(value)} is not allowed; allowed: auto or an integer >= 1 "
             "(1: every trial alone)."
         )
     return value

@@ -514,35 +514,52 @@ def study_name(study_dir: Path, meta: dict[str, Any] | None = None) -> str:
 
 # ------------------------------------------------------------------------------------
 class StudyLock:
-    """``fcntl.flock`` on ``<study_dir>/.lock``; the holder's PID is written into the file.
+    """``fcntl.flock`` on ``<study_dir>/.lock``; the holder writes ``PID HOST`` into the file.
 
     The kernel releases the lock when the holding process dies, so a lock file left by a
-    killed driver never blocks.
+    killed driver never blocks. A driver that is refused names the holder: the file may
+    still name a dead driver (or be half rewritten) for the moment between the new
+    holder's ``flock`` and its write, so the refused one reads it again until it names a
+    live process (or one on another host, which it cannot check), trying the lock again
+    each time, for up to ``wait_s`` seconds.
     """
 
-    def __init__(self, study_dir: Path) -> None:
+    def __init__(self, study_dir: Path, *, wait_s: float = 2.0) -> None:
         self.path = Path(study_dir) / LOCK_FILE
+        self.wait_s = wait_s
         self._fd: int | None = None
 
     def acquire(self) -> StudyLock:
+        import socket
+        import time
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise ServiceError(
-                f"another qsweep driver is running this study: lock file {self.path} is held by PID {holder}. "
-                "Wait for it to finish (or stop it), or pass a different --results directory."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder, settled = self._holder(os.pread(fd, 256, 0), socket.gethostname())
+                if settled or time.monotonic() > deadline:
+                    os.close(fd)
+                    raise ServiceError(
+                        f"another qsweep driver is running this study: lock file {self.path} "
+                        f"is held by {holder}. Wait for it to finish (or stop it), or pass a "
+                        "different --results directory."
+                    ) from None
+                time.sleep(0.01)
+        # write, then cut: a reader sees the old line or the new one, never an empty file
+        line = f"{os.getpid()} {socket.gethostname()}\n".encode()
+        os.pwrite(fd, line, 0)
+        os.ftruncate(fd, len(line))
         self._fd = fd
         return self
 
     def release(self) -> None:
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # a finished study's lock names no one
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -552,3 +569,22 @@ class StudyLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    @staticmethod
+    def _holder(content: bytes, this_host: str) -> tuple[str, bool]:
+        """Who the lock file's first line names, and whether that is settled: a live process
+        here or one on another host. Unsettled (no full line yet, a dead PID) the caller
+        reads it again."""
+        first, newline, _ = content.decode(errors="replace").partition("\n")
+        pid, _, host = first.strip().partition(" ")
+        if not newline or not pid.isdigit():
+            return f"an unknown process (the lock file says {first[:80]!r})", False
+        if host and host != this_host:
+            return f"PID {pid} on {host}", True
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return f"PID {pid}, which has exited (a process it started may hold the lock)", False
+        except PermissionError:  # alive, another user's
+            pass
+        return f"PID {pid}", True

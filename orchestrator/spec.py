@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from model.config import DataConfig, TrialConfig
-from model.errors import ConfigError
+from model.errors import ConfigError, short_repr, shorten
 from orchestrator.configfile import mapping_at, read_yaml, trial_mapping
 from orchestrator.design import KINDS as DOE_KINDS
-from orchestrator.design import SEARCH_KINDS, design_points, full_factorial
+from orchestrator.design import SEARCH_KINDS, design_matrix, design_points, full_factorial
 from orchestrator.packing import parse_pack_size
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "METRICS",
     "TRIAL_FIELDS",
     "DATA_FACTORS",
+    "DEFAULT_MAX_TRIALS",
     "data_key",
     "split_point",
 ]
@@ -62,14 +63,19 @@ TOP_LEVEL = (
     "retries",
     "pack_size",
     "mlflow",
+    "max_trials",
 )
 REGISTER = ("best", "all", "none")  # mlflow.register: which trials get a registered model
 MLFLOW_DEFAULTS = {"register": "best", "register_top": 10}
+# A study plans at most this many trials (points x seeds) unless its file raises the cap
+# with max_trials: a typo that multiplies a grid fails here, not after hours of planning.
+DEFAULT_MAX_TRIALS = 100_000
 TRIAL_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig))
 # Data settings that may be factors (listed levels only: each level is embedded up front).
 DATA_PREFIX = "data."
 DATA_FACTORS = ("data.encoder", "data.split_seed", "data.n_per_class")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# One plain path component: results/<name>/ (so not "." or "..", not hidden, no "/").
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,7 @@ class StudySpec:
     # which completed trials get a full, registered MLflow model: the best register_top by
     # the metric (best), every one (all) or none; every trial keeps its state file either way
     mlflow: dict[str, Any] = field(default_factory=lambda: dict(MLFLOW_DEFAULTS))
+    max_trials: int = DEFAULT_MAX_TRIALS  # the cap on n_trials() (study key max_trials)
     source: str = ""  # file the spec came from
     # encoder name (a data.encoder level) -> local directory to load it from (--encoder-path)
     encoder_paths: dict[str, str] = field(default_factory=dict)
@@ -186,20 +193,41 @@ class StudySpec:
     def planned_trials(self) -> list[PlannedTrial]:
         """Every point x seed with a stable id; the order is the run order."""
         out = []
+        for point_id, point, cfg in self._point_configs():
+            data = self.data_for(point)
+            for seed in self.seeds:  # seeds are validated integers >= 0: no second check
+                seeded = dataclasses.replace(cfg, seed=seed)
+                out.append(PlannedTrial(f"{point_id}_s{seed}", point_id, seed, seeded, data))
+        return out
+
+    def _point_configs(self):
+        """``(point_id, point, TrialConfig at the first seed)`` of every point, validated."""
         for index, point in enumerate(self.points()):
             point_id = f"p{index:03d}"
             trial_values, _ = split_point(point)
-            data = self.data_for(point)
-            for seed in self.seeds:
-                values = {**self.fixed, **trial_values, "seed": seed}
-                cfg = TrialConfig.from_dict(values, where=f"factors (point {point_id})")
-                out.append(PlannedTrial(f"{point_id}_s{seed}", point_id, seed, cfg, data))
-        return out
+            values = {**self.fixed, **trial_values, "seed": self.seeds[0]}
+            yield (
+                point_id,
+                point,
+                TrialConfig.from_dict(values, where=f"factors (point {point_id})"),
+            )
+
+    def n_points(self) -> int:
+        """Points of the design without building them (optuna: its suggestions)."""
+        if self.is_optuna:
+            return self.search.trials
+        if self.search.kind == "lhs":
+            return self.search.samples or 0
+        if self.search.kind in ("fracfact", "pb"):  # a coded matrix of factors x runs: small
+            return len(
+                design_matrix(
+                    dict(self.factors), self.search.kind, resolution=self.search.resolution
+                )
+            )
+        return math.prod(len(levels) for levels in self.factors.values())  # grid, full
 
     def n_trials(self) -> int:
-        if self.is_optuna:
-            return self.search.trials * len(self.seeds)
-        return len(self.points()) * len(self.seeds)
+        return self.n_points() * len(self.seeds)
 
     def trial_config(self, point: dict[str, Any], seed: int) -> TrialConfig:
         trial_values, _ = split_point(point)
@@ -240,22 +268,25 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
         raise ConfigError(f"a search space must be a YAML mapping, got {type(doc).__name__}.")
     unknown = sorted(set(doc) - set(TOP_LEVEL))
     if unknown:
-        raise ConfigError(f"unknown top-level key {unknown[0]!r}; allowed: {', '.join(TOP_LEVEL)}.")
+        raise ConfigError(
+            f"unknown top-level key {short_repr(unknown[0])}; allowed: {', '.join(TOP_LEVEL)}."
+        )
     name = doc.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(
-            f"name = {name!r} is not allowed; give a study name of letters, digits, '_', '.', '-' "
-            "(it becomes the directory results/<name>/)."
+            f"name = {short_repr(name)} is not allowed; give a study name that is one plain "
+            "path component (it becomes the directory results/<name>/): 1 to 100 letters, "
+            "digits, '_', '.' or '-', starting with a letter, digit or '_' (so not '.' or '..')."
         )
     description = doc.get("description") or ""
     if not isinstance(description, str):
-        raise ConfigError(f"description = {description!r} must be a string.")
+        raise ConfigError(f"description = {short_repr(description)} must be a string.")
 
     data_values = dict(mapping_at(doc, "data"))
     if doc.get("encoder") is not None:
         if "encoder" in data_values and data_values["encoder"] != doc["encoder"]:
             raise ConfigError(
-                f"encoder = {doc['encoder']!r} contradicts data.encoder = {data_values['encoder']!r}; give one."
+                f"encoder = {short_repr(doc['encoder'])} contradicts data.encoder = {short_repr(data_values['encoder'])}; give one."
             )
         data_values["encoder"] = doc["encoder"]
     data = DataConfig.from_dict(data_values, where="data")
@@ -265,22 +296,17 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
     TrialConfig.from_dict(fixed, where=fixed_key)  # validates names and types
 
     search = _search(mapping_at(doc, "search") or {"kind": "grid"})
+    seeds = _seeds(doc.get("seeds", [0]))
+    max_trials = _positive_int(doc.get("max_trials", DEFAULT_MAX_TRIALS), "max_trials", low=1)
+    raw_factors = mapping_at(doc, "factors")
+    if search.kind in ("grid", "full"):  # counted from the lists before a level is validated
+        sizes = [len(v) for v in raw_factors.values() if isinstance(v, list)]
+        points = math.prod(sizes)
+        grid = " x ".join(f"{n:,}" for n in sizes) or "no"
+        _check_size(points, f"a grid of {grid} levels = {points:,} points", seeds, max_trials)
     factors = _factors(
-        mapping_at(doc, "factors"), search.kind, fixed_key, set(fixed), set(data_values)
+        raw_factors, search.kind, fixed_key, set(fixed), set(data_values), max_trials
     )
-
-    seeds_raw = doc.get("seeds", [0])
-    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
-        seeds_raw = [seeds_raw]
-    if (
-        not isinstance(seeds_raw, list)
-        or not seeds_raw
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_raw)
-        or len(set(seeds_raw)) != len(seeds_raw)
-    ):
-        raise ConfigError(
-            f"seeds = {seeds_raw!r} is not allowed; give a list of distinct integers >= 0, e.g. [0, 1, 2]."
-        )
     if "seed" in factors or "seed" in fixed:
         raise ConfigError(
             "'seed' cannot be a factor or fixed setting; list the repeats under seeds: [0, 1, 2]."
@@ -288,10 +314,12 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
 
     metric = doc.get("metric", "val_accuracy")
     if metric not in METRICS:
-        raise ConfigError(f"metric = {metric!r} is not allowed; allowed: {', '.join(METRICS)}.")
+        raise ConfigError(
+            f"metric = {short_repr(metric)} is not allowed; allowed: {', '.join(METRICS)}."
+        )
     mode = doc.get("mode", METRICS[metric])
     if mode not in ("max", "min"):
-        raise ConfigError(f"mode = {mode!r} is not allowed; allowed: max, min.")
+        raise ConfigError(f"mode = {short_repr(mode)} is not allowed; allowed: max, min.")
 
     spec = StudySpec(
         name=name,
@@ -300,7 +328,7 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
         fixed=fixed,
         factors=factors,
         search=search,
-        seeds=tuple(seeds_raw),
+        seeds=seeds,
         metric=metric,
         mode=mode,
         early_stopping=_early_stopping(doc.get("early_stopping")),
@@ -309,17 +337,54 @@ def spec_from_dict(doc: Any, *, source: str = "") -> StudySpec:
         retries=_positive_int(doc.get("retries", 1), "retries", low=0),
         pack_size=parse_pack_size(doc.get("pack_size", "auto")),
         mlflow=_mlflow(doc.get("mlflow")),
+        max_trials=max_trials,
         source=source,
     )
+    points = spec.n_points()  # counted, not built
+    how = {
+        "optuna": f"search.trials = {points:,} suggestions",
+        "lhs": f"search.samples = {points:,} points",
+    }.get(search.kind, f"{points:,} points")
+    _check_size(points, how, seeds, max_trials)
     if spec.search.kind != "optuna":
-        spec.planned_trials()  # validates every point (e.g. connectivity vs qubits) up front
+        for _ in spec._point_configs():  # validates every point (e.g. connectivity vs qubits)
+            pass
     return spec
+
+
+def _seeds(value: Any) -> tuple[int, ...]:
+    seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise ConfigError(
+            f"seeds = {short_repr(seeds)} is not allowed; give a list of distinct integers "
+            ">= 0 (and < 2^63), e.g. [0, 1, 2]."
+        )
+    return tuple(seeds)
+
+
+def _check_size(points: int, how: str, seeds: tuple[int, ...], max_trials: int) -> None:
+    """Refuse a study of more than ``max_trials`` trials (points x seeds)."""
+    n = points * len(seeds)
+    if n > max_trials:
+        raise ConfigError(
+            f"the study plans {n:,} trials ({how} x {len(seeds)} "
+            f"seed{'s' if len(seeds) != 1 else ''}), more than max_trials = {max_trials:,}; "
+            "list fewer levels or seeds, or if you mean it raise the cap in the study file "
+            f"with max_trials: {n}."
+        )
 
 
 # ------------------------------------------------------------------------------------
 def _positive_int(value: Any, key: str, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{key} = {value!r} is not allowed; give an integer >= {low}.")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 2**63:
+        raise ConfigError(
+            f"{key} = {short_repr(value)} is not allowed; give an integer >= {low} (and < 2^63)."
+        )
     return value
 
 
@@ -350,7 +415,7 @@ def _search(values: dict[str, Any]) -> SearchSpec:
     kind = values.get("kind", "grid")
     if kind not in SEARCH_KINDS:
         raise ConfigError(
-            f"search.kind = {kind!r} is not allowed; allowed: {', '.join(SEARCH_KINDS)}."
+            f"search.kind = {short_repr(kind)} is not allowed; allowed: {', '.join(SEARCH_KINDS)}."
         )
     allowed = {
         "grid": {"kind"},
@@ -363,14 +428,14 @@ def _search(values: dict[str, Any]) -> SearchSpec:
     unknown = sorted(set(values) - allowed)
     if unknown:
         raise ConfigError(
-            f"search.{unknown[0]} is not a setting of search.kind {kind}; allowed: {', '.join(sorted(allowed))}."
+            f"search.{shorten(str(unknown[0]))} is not a setting of search.kind {kind}; allowed: {', '.join(sorted(allowed))}."
         )
     seed = _positive_int(values.get("seed", 0), "search.seed", low=0)
     if kind == "optuna":
         sampler = values.get("sampler", "tpe")
         if sampler not in SAMPLERS:
             raise ConfigError(
-                f"search.sampler = {sampler!r} is not allowed; allowed: {', '.join(SAMPLERS)}."
+                f"search.sampler = {short_repr(sampler)} is not allowed; allowed: {', '.join(SAMPLERS)}."
             )
         if "trials" not in values:
             raise ConfigError(
@@ -394,7 +459,7 @@ def _search(values: dict[str, Any]) -> SearchSpec:
 
 def _data_factor(name: str, spec: Any, data_keys: set[str]) -> list[Any]:
     """Validated levels of a ``data.*`` factor (listed levels only)."""
-    key = f"factors.{name}"
+    key = f"factors.{shorten(str(name))}"
     if name not in DATA_FACTORS:
         raise ConfigError(
             f"unknown data factor {key}; allowed data factors: {', '.join(DATA_FACTORS)}."
@@ -404,7 +469,7 @@ def _data_factor(name: str, spec: Any, data_keys: set[str]) -> list[Any]:
         raise ConfigError(f"{name} is both in data and in factors; keep it in one place.")
     if not isinstance(spec, list) or not spec:
         raise ConfigError(
-            f"{key} = {spec!r} is not allowed; a data factor needs a list of levels "
+            f"{key} = {short_repr(spec)} is not allowed; a data factor needs a list of levels "
             "(each level is embedded before the study starts), e.g. [0, 1, 2]."
         )
     levels = [
@@ -412,17 +477,28 @@ def _data_factor(name: str, spec: Any, data_keys: set[str]) -> list[Any]:
         for v in spec
     ]
     if len(set(map(repr, levels))) != len(levels):
-        raise ConfigError(f"{key} = {spec!r} repeats a level; list each level once.")
+        raise ConfigError(f"{key} = {short_repr(spec)} repeats a level; list each level once.")
     return levels
 
 
 def _factors(
-    values: dict[str, Any], kind: str, fixed_key: str, fixed: set[str], data_keys: set[str]
+    values: dict[str, Any],
+    kind: str,
+    fixed_key: str,
+    fixed: set[str],
+    data_keys: set[str],
+    max_trials: int,
 ) -> dict[str, Any]:
     defaults = TrialConfig()
     out: dict[str, Any] = {}
     for name, spec in values.items():
-        key = f"factors.{name}"
+        key = f"factors.{shorten(str(name))}"
+        if isinstance(spec, list) and len(spec) > max_trials:  # before validating each level
+            raise ConfigError(
+                f"{key} lists {len(spec):,} levels, more than max_trials = {max_trials:,} "
+                "trials of the whole study; list fewer levels, or if you mean it raise the cap "
+                f"in the study file with max_trials: {len(spec)}."
+            )
         if name.startswith(DATA_PREFIX):
             out[name] = _data_factor(name, spec, data_keys)
             continue
@@ -443,18 +519,20 @@ def _factors(
                 TrialConfig.from_dict({name: v}, where="factors").to_dict()[name] for v in spec
             ]
             if len(set(map(repr, levels))) != len(levels):
-                raise ConfigError(f"{key} = {spec!r} repeats a level; list each level once.")
+                raise ConfigError(
+                    f"{key} = {short_repr(spec)} repeats a level; list each level once."
+                )
             out[name] = levels
         elif isinstance(spec, dict):
             if kind not in ("optuna", "lhs"):
                 raise ConfigError(
-                    f"{key} = {spec!r} is a range; search.kind {kind} needs listed levels, e.g. [0.001, 0.01] "
+                    f"{key} = {short_repr(spec)} is a range; search.kind {kind} needs listed levels, e.g. [0.001, 0.01] "
                     "(ranges are for kinds optuna and lhs)."
                 )
             unknown = sorted(set(spec) - {"low", "high", "log"})
             if unknown or "low" not in spec or "high" not in spec:
                 raise ConfigError(
-                    f"{key} = {spec!r} is not a range; give {{low: .., high: .., log: true|false}}."
+                    f"{key} = {short_repr(spec)} is not a range; give {{low: .., high: .., log: true|false}}."
                 )
             if isinstance(default, bool) or not isinstance(default, (int, float)):
                 raise ConfigError(
@@ -468,20 +546,26 @@ def _factors(
                     or not isinstance(value, (int, float))
                     or not math.isfinite(value)
                 ):
-                    raise ConfigError(f"{key}.{bound} = {value!r} is not a number.")
+                    raise ConfigError(
+                        f"{key}.{bound} = {short_repr(value)} is not a finite number."
+                    )
             if not low < high:
-                raise ConfigError(f"{key}: low = {low!r} must be < high = {high!r}.")
+                raise ConfigError(
+                    f"{key}: low = {short_repr(low)} must be < high = {short_repr(high)}."
+                )
             log = spec.get("log", False)
             if not isinstance(log, bool):
-                raise ConfigError(f"{key}.log = {log!r} is not allowed; give true or false.")
+                raise ConfigError(
+                    f"{key}.log = {short_repr(log)} is not allowed; give true or false."
+                )
             if log and low <= 0:
-                raise ConfigError(f"{key}: a log range needs low > 0, got {low!r}.")
+                raise ConfigError(f"{key}: a log range needs low > 0, got {short_repr(low)}.")
             if isinstance(default, int):
                 low, high = int(math.ceil(low)), int(math.floor(high))
             out[name] = {"low": low, "high": high, "log": log}
         else:
             raise ConfigError(
-                f"{key} = {spec!r} is not allowed; give a list of levels or a range {{low, high, log}}."
+                f"{key} = {short_repr(spec)} is not allowed; give a list of levels or a range {{low, high, log}}."
             )
     if kind == "optuna" and not out:
         raise ConfigError("factors is empty; an optuna search needs at least one factor.")
@@ -493,21 +577,30 @@ def _early_stopping(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise ConfigError(
-            f"early_stopping = {value!r} must be a mapping like {{kind: asha, grace_period: 10}}."
+            f"early_stopping = {short_repr(value)} must be a mapping like {{kind: asha, grace_period: 10}}."
         )
     allowed = {"kind", "grace_period", "reduction_factor"}
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise ConfigError(
-            f"early_stopping.{unknown[0]} is not allowed; allowed: {', '.join(sorted(allowed))}."
+            f"early_stopping.{shorten(str(unknown[0]))} is not allowed; allowed: {', '.join(sorted(allowed))}."
         )
     kind = value.get("kind", "asha")
     if kind != "asha":
-        raise ConfigError(f"early_stopping.kind = {kind!r} is not allowed; allowed: asha.")
+        raise ConfigError(
+            f"early_stopping.kind = {short_repr(kind)} is not allowed; allowed: asha."
+        )
     grace = _positive_int(value.get("grace_period", 10), "early_stopping.grace_period", low=1)
     factor = value.get("reduction_factor", 3)
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 1:
-        raise ConfigError(f"early_stopping.reduction_factor = {factor!r} must be a number > 1.")
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not math.isfinite(factor)
+        or factor <= 1
+    ):
+        raise ConfigError(
+            f"early_stopping.reduction_factor = {short_repr(factor)} must be a finite number > 1."
+        )
     return {"kind": "asha", "grace_period": grace, "reduction_factor": factor}
 
 
@@ -515,20 +608,27 @@ def _resources(value: Any) -> dict[str, float]:
     if value is None:
         return {"cpu": 1.0, "gpu": 0.0}
     if not isinstance(value, dict):
-        raise ConfigError(f"resources = {value!r} must be a mapping like {{cpu: 1, gpu: 0}}.")
+        raise ConfigError(
+            f"resources = {short_repr(value)} must be a mapping like {{cpu: 1, gpu: 0}}."
+        )
     unknown = sorted(set(value) - {"cpu", "gpu"})
     if unknown:
-        raise ConfigError(f"resources.{unknown[0]} is not allowed; allowed: cpu, gpu.")
+        raise ConfigError(
+            f"resources.{shorten(str(unknown[0]))} is not allowed; allowed: cpu, gpu."
+        )
     out = {}
     for key, default, low_ok in (("cpu", 1.0, False), ("gpu", 0.0, True)):
         v = value.get(key, default)
         if (
             isinstance(v, bool)
             or not isinstance(v, (int, float))
+            or not math.isfinite(v)
             or v < 0
             or (v == 0 and not low_ok)
         ):
             allowed = ">= 0 (fractions allowed)" if low_ok else "> 0"
-            raise ConfigError(f"resources.{key} = {v!r} is not allowed; give a number {allowed}.")
+            raise ConfigError(
+                f"resources.{key} = {short_repr(v)} is not allowed; give a number {allowed}."
+            )
         out[key] = float(v)
     return out

@@ -593,11 +593,75 @@ def _init_ray(address: str | None) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **kwargs)
+            temp_dir = _private_ray_files()
+            with _single_machine_ray():
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir,
+                         **kwargs)  # fmt: skip
     except Exception as err:  # noqa: BLE001 - connection errors come in many types
         target = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ServiceError(f"could not start or reach {target}: {err}") from None
     return True
+
+
+# Ray's own switch for a one-machine Ray (its default on macOS and Windows), read once when
+# ray is imported: with it off the node address is 127.0.0.1, and Ray's gRPC servers (GCS,
+# raylet, driver, workers) and its runtime-env agent then listen on loopback only; with any
+# other node address they listen on every interface. `_node_ip_address="127.0.0.1"` alone
+# does not do it: ray.init replaces a loopback address with the machine's network address.
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _single_machine_ray():
+    """Ray's one-machine mode for the ``ray.init`` that starts a local Ray, and only for it
+    (an explicit ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` wins): afterwards Ray asks its node,
+    so a later connection to a cluster from this process advertises the real address."""
+    from ray._private import ray_constants
+
+    if SINGLE_MACHINE_ENV in os.environ:
+        yield
+        return
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def _private_ray_files() -> str:
+    """Before a local Ray starts: its token file readable by this user only, and a temp
+    directory that other users cannot enter. Returns the temp directory for ``ray.init``.
+
+    Ray writes ``~/.ray/auth_token`` with the default umask (0644) and makes every directory
+    it creates 0777 (``/tmp/ray`` by default); the token is written here first, 0600, in
+    the format of Ray's own (64 hex digits), and Ray's directory goes inside a 0700 one.
+    """
+    import secrets
+    import stat
+    import tempfile
+
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token" and not os.environ.get(
+        "RAY_AUTH_TOKEN"
+    ):
+        token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        if not token.exists():
+            token.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # another driver won the race
+                fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_hex(32))
+        with contextlib.suppress(OSError):  # a token of another owner is left alone
+            if token.stat().st_mode & 0o077:
+                token.chmod(0o600)
+    root = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())
+    private = root / f"qsweep-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    info = private.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        private = Path(tempfile.mkdtemp(prefix="qsweep-", dir=root))  # not ours: a fresh one
+    private.chmod(0o700)
+    return str(private / "ray")
 
 
 def _alive_nodes() -> list[RayNode]:

@@ -151,7 +151,14 @@ def test_search_space_loads_and_dry_runs(path, capsys, tmp_path):
         assert spec.data.protocol == "paper" and spec.data.n_per_class == 256
         head = spec.trial_config({}, 0).head
         epochs = spec.trial_config({}, 0).epochs
-        assert head == "finetune" or epochs in (800, 1) or spec.fixed.get("epochs") == 800
+        # the paper's 800 epochs; the CPU paper_sst2 studies run 100 (the 800-epoch study
+        # showed no gain) and say so in their description
+        short = (
+            path.stem.startswith("paper_sst2_")
+            and epochs == 100
+            and "100 epochs" in spec.description
+        )
+        assert head == "finetune" or epochs in (800, 1) or short
     start = time.perf_counter()
     code = main(["run", str(path), "--dry-run", "--results", str(tmp_path / "r")])
     elapsed = time.perf_counter() - start
