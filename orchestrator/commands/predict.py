@@ -106,7 +106,12 @@ def predict(tracking_uri: str, found: dict[str, str], texts: list[str]) -> list[
         raise ConfigError(
             f"trial run {found['run_id']} does not name its encoder (tag qsweep.encoder)."
         )
-    model = load_model(tracking_uri, found["model_uri"], found["head"])
+    if found.get("model_uri"):
+        model = load_model(tracking_uri, found["model_uri"], found["head"])
+    else:  # a trial outside the registered best (mlflow.register): its state file
+        from orchestrator.tracking.models import load_state_file_model
+
+        model = load_state_file_model(found)
     x = embed_texts(texts, found["encoder"], progress=False)  # (n, d) float32
     if registry.is_sklearn(found["head"]):
         probs = np.asarray(model.predict_proba(x), dtype=float)

@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrator.tracking.store import _all_runs, _client, _config_names
 
-__all__ = ["log_trial_model", "find_trial_model", "load_model"]
+__all__ = ["log_trial_model", "find_trial_model", "load_model", "load_state_file_model"]
 
 
 def log_trial_model(
@@ -143,16 +143,53 @@ def find_trial_model(
         run = max(found, key=lambda r: r.info.start_time)
     tags = run.data.tags
     name = tags.get("qsweep.trial_id") or run.info.run_name
-    if "qsweep.model_uri" not in tags:
-        why = tags.get("qsweep.model_error") or f"status {tags.get('qsweep.status', '?')}"
-        raise ConfigError(f"trial run {run.info.run_id} ({name}) has no logged model ({why}).")
-    return {
+    found = {
         "run_id": run.info.run_id,
-        "model_uri": tags["qsweep.model_uri"],
+        "model_uri": tags.get("qsweep.model_uri", ""),
         "encoder": tags.get("qsweep.encoder", ""),
         "head": run.data.params.get("head", ""),
         "trial_id": name,
     }
+    if found["model_uri"]:
+        return found
+    if "qsweep.model_file" in tags:  # not registered: the state file the study directory keeps
+        found["model_file"] = tags["qsweep.model_file"]
+        found["model_member"] = tags.get("qsweep.model_member", "0")
+        found["input_dim"] = tags.get("qsweep.input_dim", "")
+        found["params"] = dict(run.data.params)
+        return found
+    why = tags.get("qsweep.model_error") or f"status {tags.get('qsweep.status', '?')}"
+    raise ConfigError(f"trial run {run.info.run_id} ({name}) has no logged model ({why}).")
+
+
+def load_state_file_model(found: dict[str, Any]):
+    """A trial's model from its pack's state file (``found`` from :func:`find_trial_model`
+    for a trial without a registered MLflow model): an nn.Module or a fitted Pipeline."""
+    from pathlib import Path
+
+    import torch
+
+    from model.config import TrialConfig
+    from model.errors import ConfigError
+    from model.heads import registry
+    from model.heads.factory import restore_head
+    from orchestrator.tracking.queries import _typed
+
+    path = Path(found["model_file"])
+    if not path.is_file():
+        raise ConfigError(
+            f"trial {found['trial_id']}: its model file {path} is missing (the study directory "
+            "was moved or its models/ folder deleted); only the registered best trials "
+            "(mlflow.register) have a model in MLflow itself."
+        )
+    # our own file: state_dicts of tensors, or fitted sklearn Pipelines (pickled)
+    state = torch.load(path, weights_only=False)[int(found["model_member"])]
+    if registry.is_sklearn(found["head"]):
+        return state
+    defaults = TrialConfig().to_dict()
+    values = {k: _typed(v, defaults[k]) for k, v in found["params"].items() if k in defaults}
+    config = TrialConfig.from_dict(values, where="trial run params")
+    return restore_head(config, int(found["input_dim"]), state).eval()
 
 
 def load_model(tracking_uri: str, model_uri: str, head: str):
