@@ -47,6 +47,9 @@ __all__ = [
     "study_dir_in",
     "read_trials",
     "has_table",
+    "shard_of",
+    "shard_dir",
+    "table_dirs",
     "damaged_table_message",
     "write_study_json",
     "read_study_json",
@@ -418,6 +421,35 @@ def has_table(study_dir: Path) -> bool:
     return trials_path(study_dir).is_file() or (Path(study_dir) / JOURNAL_FILE).is_file()
 
 
+SHARDS_DIR = "shards"
+PROGRESS_FILE = "progress.json"  # a shard's counts, for the study run of a sharded study
+
+
+def shard_of(point_id: str, shards: int) -> int:
+    """The shard (0 .. shards-1) of a grid/DOE point: point number modulo ``shards``, so
+    every shard gets every shards-th point and all the seeds of its points (packs stay whole)."""
+    return int(point_id.lstrip("p")) % shards
+
+
+def shard_dir(study_dir: Path, shard: tuple[int, int]) -> Path:
+    """``<study_dir>/shards/<i>-of-<k>``: a shard's own table, journal, lock and Ray state."""
+    index, shards = shard
+    return Path(study_dir) / SHARDS_DIR / f"{index:02d}-of-{shards:02d}"
+
+
+def table_dirs(study_dir: Path) -> list[Path]:
+    """The directories whose tables make up a study: itself and each of its shards."""
+    study_dir = Path(study_dir)
+    shards = sorted(p for p in (study_dir / SHARDS_DIR).glob("*-of-*") if has_table(p))
+    return [study_dir, *shards]
+
+
+def frames_empty():
+    import pandas as pd
+
+    return pd.DataFrame([], columns=list(_schema().names))
+
+
 def read_trials(study_dir: Path):
     """A study's rows as a pandas DataFrame: ``trials.parquet`` with the rows of its journal
     (a running or killed driver's latest trials) merged in.
@@ -440,22 +472,34 @@ def read_trials(study_dir: Path):
             f"{path} does not exist; the study directory holds: {', '.join(present) or 'nothing'}. "
             "Run the study first (qsweep run SPACE.yaml) or use --mlflow-uri."
         )
+    dirs = table_dirs(study_dir)
+    if len(dirs) > 1:  # a sharded study (a Slurm job array): every shard's rows
+        frames = [ResultsTable(trials_path(d), study=None).to_pandas() for d in dirs]
+        frames = [f for f in frames if len(f)]
+        frame = pd.concat(frames, ignore_index=True) if frames else frames_empty()
+        return frame.drop_duplicates("trial_id", keep="last").reset_index(drop=True)
     table = ResultsTable(path, study=None)  # DataError naming the file when it is damaged
     if not table.journal.exists():
         return pd.read_parquet(path) if path.exists() else table.to_pandas()
     return table.to_pandas()  # rows finished since the last compaction are in the journal
 
 
-def prepare_study_dir(spec: StudySpec, study_dir: Path, *, resume: bool) -> None:
-    """Refuse to overwrite a study without --resume; refuse to resume a different study."""
+def prepare_study_dir(
+    spec: StudySpec, study_dir: Path, *, resume: bool, study_json_dir: Path | None = None
+) -> None:
+    """Refuse to overwrite a study without --resume; refuse to resume a different study.
+
+    ``study_json_dir``: where study.json is when it is not ``study_dir`` (a shard of a job
+    array: its own directory under ``shards/``, the plan in the study's directory).
+    """
     contents = [p for p in study_dir.iterdir() if p.name != ".lock"] if study_dir.is_dir() else []
     if contents and not resume:
         raise ConfigError(
             f"results directory {study_dir} is not empty (it holds {', '.join(sorted(p.name for p in contents)[:4])}); "
             "pass --resume to continue that study, or pick another --results directory."
         )
-    old = read_study_json(study_dir)
-    if resume and old is not None:
+    old = read_study_json(study_json_dir or study_dir)
+    if old is not None and (resume or study_json_dir is not None):
         new = spec.study_dict()
         for key in ("name", "factors", "fixed", "search", "seeds"):
             if old.get(key) != new.get(key):

@@ -110,6 +110,7 @@ class SlurmOptions:
     signal_seconds: int = 120  # USR1 this long before the time limit, then requeue
     ray_start_timeout: int = 180  # seconds to wait for the Ray head to answer
     exclusive: bool = True  # whole nodes (Ray docs' recipe)
+    array: int = 1  # > 1: a job array of this many tasks, each one shard of the study
 
     def __post_init__(self) -> None:
         for name in ("study_file", "results_dir"):
@@ -142,6 +143,14 @@ class SlurmOptions:
                 f"signal_seconds must be in 1..65535 (Slurm's limit), got {self.signal_seconds}"
             )
         _positive("ray_start_timeout", self.ray_start_timeout)
+        _positive("array", self.array)
+        if self.array > 1 and self.start_mlflow_server:
+            raise ConfigError(
+                "--array and --start-mlflow-server exclude each other: a server started inside "
+                "one array task stops with that task while the other shards still log to it; "
+                "name a tracking server the shards share with --mlflow-uri, or leave both out "
+                "to log into the study's mlflow.db (SQLite, one node or a local file system)"
+            )
         if self.ray_auth not in RAY_AUTH_MODES:
             raise ConfigError(f"ray_auth {self.ray_auth!r} is not one of {RAY_AUTH_MODES}")
         if self.start_mlflow_server and self.mlflow_uri:
@@ -198,8 +207,10 @@ def _sbatch_lines(o: SlurmOptions) -> list[str]:
         lines.append(f"--cpus-per-task={o.cpus_per_node}")
     if o.gpus_per_node:
         lines.append(f"--gpus-per-task={o.gpus_per_node}")
+    if o.array > 1:
+        lines.append(f"--array=0-{o.array - 1}")
     lines += [
-        f"--output={slurm_dir}/slurm-%j.out",
+        f"--output={slurm_dir}/slurm-{'%A_%a' if o.array > 1 else '%j'}.out",
         "--open-mode=append",
         f"--signal=B:USR1@{o.signal_seconds}",
         "--requeue",
@@ -275,6 +286,8 @@ def _driver_args(o: SlurmOptions) -> str:
         args += ["--mlflow-uri", '"$MLFLOW_URI"']
     if o.max_concurrent is not None:
         args += ["--max-concurrent", str(o.max_concurrent)]
+    if o.array > 1:  # this task's shard of the study
+        args += ["--shard", f'"$SLURM_ARRAY_TASK_ID/{o.array}"']
     return "\n".join(f"    {args[i]} {args[i + 1]}" for i in range(0, len(args), 2))
 
 
@@ -488,6 +501,34 @@ class SlurmClient:
             source="scontrol",
             fields=record,
         )
+
+    def tasks(self, job_id: str) -> list[JobInfo]:
+        """The tasks of a job array (one :class:`JobInfo` each, from ``scontrol show job``);
+        [] for a job that is not an array."""
+        _check_job_id(job_id)
+        result = self._run(["scontrol", "show", "job", "-o", job_id])
+        if result.returncode != 0:
+            return []
+        out = []
+        for line in result.stdout.splitlines():
+            record = parse_scontrol_record(line)
+            if "ArrayTaskId" not in record or "JobState" not in record:
+                continue
+            out.append(
+                JobInfo(
+                    job_id=f"{record.get('ArrayJobId', job_id)}_{record['ArrayTaskId']}",
+                    state=record["JobState"],
+                    elapsed=record.get("RunTime", ""),
+                    nodes=_none_to_empty(record.get("NodeList", "")),
+                    reason=_none_to_empty(record.get("Reason", "")),
+                    exit_code=record.get("ExitCode", ""),
+                    stdout_path=record.get("StdOut", ""),
+                    restarts=int(record.get("Restarts", "0") or 0),
+                    source="scontrol",
+                    fields=record,
+                )
+            )
+        return out
 
     def cancel(self, job_id: str, *, signal: str | None = None, batch_only: bool = False) -> None:
         """``scancel JOBID`` (or only send ``signal``, to the batch shell if ``batch_only``)."""

@@ -55,6 +55,7 @@ from orchestrator.cluster import ClusterNeed, RayNode, shortfall
 from orchestrator.packing import plan_packs, resolve_pack_size, size_for
 from orchestrator.progress import Progress
 from orchestrator.results import (
+    PROGRESS_FILE,
     ResultsTable,
     StudyLock,
     data_columns,
@@ -62,6 +63,8 @@ from orchestrator.results import (
     prepare_study_dir,
     record_study,
     same_data,
+    shard_dir,
+    shard_of,
     trial_row,
     trials_path,
     utc_now,
@@ -709,24 +712,38 @@ def run_study(
     progress_interval_s: float = 30.0,
     pack_size: int | str | None = None,
     expect: ClusterNeed | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> StudyOutcome:
     """Run (or resume) a study; returns counts. ``data`` skips embedding (tests, benchmarks).
 
     ``pack_size`` overrides the study's (``auto`` | N; 1 turns packing off). ``expect``:
     wait until the Ray cluster has these nodes and resources before any trial starts.
+    ``shard=(i, k)``: run only shard i of k (every k-th point, :func:`results.shard_of`)
+    with its own table, lock and Ray state under ``study_dir/shards/``; the shards share
+    ``study.json``, the MLflow store and the study run (a Slurm job array).
     """
     t0 = time.monotonic()
     study_dir = Path(study_dir).resolve()
+    own_dir = shard_dir(study_dir, shard) if shard else study_dir  # this driver's table and lock
     fit_ref: FitRef = fit or os.environ.get("QSWEEP_FIT") or DEFAULT_FIT
     concurrency = max_concurrent or spec.max_concurrent
     size = resolve_pack_size(spec, pack_size)
-    with StudyLock(study_dir), contextlib.ExitStack() as on_exit:
-        prepare_study_dir(spec, study_dir, resume=resume)
+    if shard and spec.is_optuna:
+        raise ConfigError(
+            "--shard: an Optuna study learns from all its trials, so it runs as one driver; "
+            "shard grid and design-of-experiments studies only."
+        )
+    with StudyLock(own_dir), contextlib.ExitStack() as on_exit:
+        prepare_study_dir(spec, own_dir, resume=resume, study_json_dir=study_dir)
         uri = tracking_uri or default_tracking_uri(study_dir)
         check_tracking_uri(uri)
         # the table first: a damaged one is an error before MLflow is touched
-        table = ResultsTable(trials_path(study_dir), study=spec.name)
+        table = ResultsTable(trials_path(own_dir), study=spec.name)
         planned = {p.trial_id: p for p in spec.planned_trials()} if not spec.is_optuna else {}
+        if shard:
+            planned = {
+                t: p for t, p in planned.items() if shard_of(p.point_id, shard[1]) == shard[0]
+            }
         rows = table.load_rows() if table.index else {}
         check_rows_match_plan(rows, planned, study_dir)
         # a row trained on another data setting (e.g. another --encoder) is rerun
@@ -736,12 +753,15 @@ def run_study(
         tracker = StudyTracker(
             uri, spec.name, study_dir=study_dir, metric=spec.metric, mode=spec.mode,
             register=spec.mlflow["register"], register_top=spec.mlflow["register_top"],
-            stream=stream,
+            stream=stream, progress_file=own_dir / PROGRESS_FILE if shard else None,
         )  # fmt: skip
-        planned_n = spec.n_trials()
-        tracker.open(spec.study_dict(), spec_file=spec.source or None, planned=planned_n)
+        planned_n = len(planned) if shard else spec.n_trials()
+        tracker.open(spec.study_dict(), spec_file=spec.source or None, planned=planned_n,
+                     total=spec.n_trials())  # fmt: skip
         on_exit.push(tracker.exit_on_error)  # a driver that raises ends the study run KILLED
         record_study(spec, study_dir)
+        if shard and not trials_path(study_dir).exists():
+            ResultsTable(trials_path(study_dir), study=spec.name).compact()  # readers find a study
         on_exit.callback(table.close_and_compact)  # the journal folded into the table at the end
         if not table.path.exists() or table.journal.exists():
             table.compact()  # an empty table to start; or the journal a killed driver left
@@ -756,7 +776,7 @@ def run_study(
         else:
             remaining = len(todo)
         packs = plan_packs(todo, size, gpu=spec.resources.get("gpu", 0) > 0, slots=concurrency)
-        outcome = StudyOutcome(study_dir, planned_n, 0, len(done), 0, 0, False, 0.0, uri)
+        outcome = StudyOutcome(own_dir, planned_n, 0, len(done), 0, 0, False, 0.0, uri)
         if remaining == 0:
             tracker.close()
             outcome.wall_time_s = time.monotonic() - t0
@@ -798,7 +818,7 @@ def run_study(
                 next_index=table.next_optuna_index(), encoder_ids=encoder_ids, plan=plan,
             )  # fmt: skip
             tuner = _tuner(spec, packs, plan, remaining, concurrency, table, callback,
-                           interrupted, study_dir, data_refs, fit_ref, size)  # fmt: skip
+                           interrupted, own_dir, data_refs, fit_ref, size)  # fmt: skip
             t_fit = time.perf_counter()
             tuner.fit()
             fit_s = time.perf_counter() - t_fit

@@ -67,11 +67,13 @@ def job_id_of(proc: subprocess.CompletedProcess) -> str:
 
 
 def _rows(path: Path) -> list[dict]:
-    import pyarrow.parquet as pq
+    """The rows of the study of ``path`` (trials.parquet) so far, its journal included."""
+    from model.errors import DataError
+    from orchestrator.results import read_trials
 
     try:
-        return pq.read_table(path).to_pylist()
-    except (OSError, ValueError):  # not written yet
+        return read_trials(path.parent).to_dict("records")
+    except (OSError, ValueError, DataError):  # not written yet
         return []
 
 
@@ -302,3 +304,78 @@ def test_start_mlflow_server_serves_the_study_sqlite_store(slurm, tmp_path: Path
     assert experiment is not None, output
     (run,) = store.search_runs([experiment.experiment_id])
     assert run.data.metrics["x"] == 42.0 and run.info.status == "FINISHED"
+
+
+ARRAY_STUDY = """name: arrayed
+description: a 2-shard job array of fake trials
+data: {source: demo, encoder: minilm}
+fixed: {epochs: 4, qubits: 4}
+factors:
+  learning_rate: [0.001, 0.002, 0.003, 0.004]
+seeds: [0, 1]
+max_concurrent: 1
+pack_size: 2
+"""
+
+
+def test_job_array_shards_share_one_study_and_a_requeued_shard_resumes_alone(
+    slurm, tmp_path: Path
+) -> None:
+    """`qsweep slurm submit --array 2`: two array tasks, each its own Ray cluster and driver
+    on its shard; shard 1 is interrupted (USR1) after its first trial, requeues and resumes
+    only itself; the study's readers and MLflow see one study of 8 trials."""
+    from orchestrator.results import read_trials, shard_dir
+
+    space = tmp_path / "arrayed.yaml"
+    space.write_text(ARRAY_STUDY)
+    results = tmp_path / "results"
+    env = {
+        **os.environ,
+        "QSWEEP_FIT": "tests.sweep_fakes:fake_fit",
+        "QSWEEP_TEST_DATA": "tests.sweep_fakes:tiny_data",
+        "QSWEEP_FAKE_EPOCH_S": "1.0",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [str(QSWEEP), "slurm", "submit", str(space), "--array", "2", "--shared",
+         "--cpus-per-node", "1", "--results", str(results), "--activate", ACTIVATE],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    job_id = job_id_of(proc)
+    assert "an array of 2 shards" in proc.stdout
+    study = results / "arrayed"
+    client = SlurmClient()
+    shard1 = shard_dir(study, (1, 2))
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while not _rows(shard1 / "trials.parquet"):
+        assert time.monotonic() < deadline, "shard 1 finished no trial in time"
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", f"{job_id}_1"], check=True)
+    infos = {t: client.wait(f"{job_id}_{t}", timeout=JOB_TIMEOUT, poll=1.0) for t in (0, 1)}
+    logs = {t: Path(i.stdout_path).read_text() for t, i in infos.items()}
+    for t, info in infos.items():
+        assert info.state == "COMPLETED", logs[t]
+        assert f"--shard {t}/2" in logs[t] or f"--shard {t}/2" in " ".join(logs[t].split())
+    assert infos[1].restarts == 1 and f"requeueing job {job_id}_1" in logs[1]
+    assert infos[0].restarts == 0 and "requeueing" not in logs[0]  # shard 0 ran once
+
+    df = read_trials(study)
+    assert len(df) == 8 and df.trial_id.is_unique and (df.status == "completed").all()
+    for t in (0, 1):  # each shard's rows in its own table
+        own = read_trials(shard_dir(study, (t, 2)))
+        assert {int(p[1:]) % 2 for p in own.point_id} == {t} and len(own) == 4
+
+    from mlflow.tracking import MlflowClient
+
+    mlflow = MlflowClient(tracking_uri=f"sqlite:///{study / 'mlflow.db'}")
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name("arrayed").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("qsweep.kind") == "study"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_done"] == 8
+    trial_ids = sorted(r.data.tags["qsweep.trial_id"] for r in runs if r is not parent)
+    assert trial_ids == sorted(df.trial_id)  # one run per trial, none repeated
+
+    status = subprocess.run([str(QSWEEP), "slurm", "status", job_id], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"job array {job_id}: 2 task(s)" in status.stdout
+    assert "8 trials finished in all shards (8 completed)" in status.stdout

@@ -83,11 +83,13 @@ def submit(study: Path, results: Path, *extra: str, epoch_s: float = 2.0) -> str
 
 
 def rows(study_dir: Path) -> list[dict]:
-    import pyarrow.parquet as pq
+    """The study's rows so far (trials.parquet with its journal), as readers see them."""
+    from model.errors import DataError
+    from orchestrator.results import read_trials
 
     try:
-        return pq.read_table(study_dir / "trials.parquet").to_pylist()
-    except (OSError, ValueError):  # not written yet
+        return read_trials(study_dir).to_dict("records")
+    except (OSError, ValueError, DataError):  # not written yet
         return []
 
 

@@ -61,6 +61,15 @@ CASES = {
         start_mlflow_server=True,
         encoder="/shared/models/all-mpnet-base-v2",
     ),
+    "job_array": SlurmOptions(
+        **BASE,
+        nodes=1,
+        cpus_per_node=16,
+        array=4,
+        time="02:00:00",
+        mlflow_uri="http://mlflow.example.org:5000",
+        activate="source ~/venvs/qsweep/bin/activate",
+    ),
     "site_options": SlurmOptions(
         **BASE,
         nodes=1,
@@ -89,6 +98,17 @@ def test_render_matches_reference(case: str) -> None:
     if os.environ.get("QSWEEP_UPDATE_SLURM_REFS"):
         ref.write_text(rendered)
     assert rendered == ref.read_text(), f"rendering differs from {ref}; diff them"
+
+
+def test_job_array_lines_and_refusals() -> None:
+    script = render_sbatch(CASES["job_array"])
+    assert "#SBATCH --array=0-3" in script and "slurm-%A_%a.out" in script
+    assert '--shard "$SLURM_ARRAY_TASK_ID/4"' in script
+    assert "%j.out" not in script and "--array" not in render_sbatch(CASES["one_node_cpu"])
+    with pytest.raises(ConfigError, match="--start-mlflow-server"):
+        SlurmOptions(**BASE, array=2, start_mlflow_server=True)
+    with pytest.raises(ConfigError, match="array"):
+        SlurmOptions(**BASE, array=0)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -120,7 +140,8 @@ def test_directives_follow_options(case: str) -> None:
     assert d.get("--cpus-per-task") == (str(o.cpus_per_node) if o.cpus_per_node else None)
     assert d.get("--gpus-per-task") == (str(o.gpus_per_node) if o.gpus_per_node else None)
     assert d["--signal"] == f"B:USR1@{o.signal_seconds}" and "--requeue" in d
-    assert d["--output"] == f"{o.results_dir}/{o.study_name}/slurm/slurm-%j.out"
+    log = "slurm-%A_%a.out" if o.array > 1 else "slurm-%j.out"  # a job array: one per task
+    assert d["--output"] == f"{o.results_dir}/{o.study_name}/slurm/{log}"
     for key in ("partition", "account", "qos", "time", "constraint"):
         assert d.get(f"--{key}") == getattr(o, key)
     for arg in o.sbatch_args:

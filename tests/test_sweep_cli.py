@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -63,8 +62,10 @@ def start(space: Path, results: Path, *extra: str, epoch_s: float = 0.3) -> subp
 
 
 def rows(results: Path) -> list[dict]:
-    path = results / "trials.parquet"
-    return pq.read_table(path).to_pylist() if path.exists() else []
+    """The study's rows so far (trials.parquet with its journal), as readers see them."""
+    from orchestrator.results import has_table, read_trials
+
+    return read_trials(results).to_dict("records") if has_table(results) else []
 
 
 def wait_for_rows(proc: subprocess.Popen, results: Path, n: int, timeout: float = 240.0) -> None:

@@ -66,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue an interrupted study; finished trials are not rerun",
     )
     p.add_argument(
+        "--shard",
+        metavar="I/K",
+        help="run only shard I of K of a grid or DOE study (every K-th point, I from 0): one "
+        "task of a Slurm job array; the shards share the study directory and MLflow store",
+    )
+    p.add_argument(
         "--max-concurrent",
         type=int,
         metavar="K",
@@ -155,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     )
     outcome = run_study(
         spec,
+        shard=parse_shard(args.shard) if args.shard else None,
         study_dir=study_dir,
         tracking_uri=args.mlflow_uri,
         address=args.address,
@@ -173,6 +180,19 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/K`` -> ``(I, K)`` with 0 <= I < K; ConfigError otherwise."""
+    from model.errors import ConfigError
+
+    index, _, shards = text.partition("/")
+    if not (index.isdigit() and shards.isdigit() and 0 <= int(index) < int(shards)):
+        raise ConfigError(
+            f"--shard {text!r} is not I/K with 0 <= I < K (e.g. --shard 0/4, the first of 4 "
+            "shards; a Slurm array task passes $SLURM_ARRAY_TASK_ID/K)."
+        )
+    return int(index), int(shards)
 
 
 def _encoder_paths(items: list[str], spec) -> dict[str, str]:

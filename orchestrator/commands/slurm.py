@@ -90,6 +90,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="USR1 this many seconds before the time limit; the job stops and requeues",
     )
     submit.add_argument(
+        "--array",
+        type=int,
+        default=1,
+        metavar="K",
+        help="split the study into K shards, one Slurm array task each (its own Ray cluster "
+        "and driver; a backfilling scheduler starts small tasks early); results and MLflow "
+        "are shared: one study",
+    )
+    submit.add_argument(
         "--shared",
         action="store_true",
         help="do not ask for whole nodes (--exclusive); per-job Ray ports make sharing safe",
@@ -162,6 +171,7 @@ def _submit(args: argparse.Namespace, client) -> int:
         ray_auth=args.ray_auth,
         signal_seconds=args.signal_seconds,
         exclusive=not args.shared,
+        array=args.array,
     )
     script = render_sbatch(options)
     if args.dry_run:
@@ -172,11 +182,12 @@ def _submit(args: argparse.Namespace, client) -> int:
     script_path = slurm_dir / "job.sbatch"
     script_path.write_text(script)
     job_id = client.submit(script_path)
-    output = slurm_dir / f"slurm-{job_id}.out"
+    output = slurm_dir / (f"slurm-{job_id}_*.out" if options.array > 1 else f"slurm-{job_id}.out")
     with (slurm_dir / "jobs.tsv").open("a") as ledger:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         ledger.write(f"{job_id}\t{stamp}\t{script_path}\t{output}\n")
-    print(f"submitted job {job_id} (study {options.study_name}, {options.nodes} node(s))")
+    tasks = f", an array of {options.array} shards" if options.array > 1 else ""
+    print(f"submitted job {job_id} (study {options.study_name}, {options.nodes} node(s){tasks})")
     print(f"  script:  {script_path}")
     print(f"  results: {study_dir(options)}/")
     print(f"  log:     {output}")
@@ -211,6 +222,9 @@ def _status(args: argparse.Namespace, client) -> int:
     if args.job_id is None:
         sys.stdout.write(client.queue())
         return 0
+    tasks = client.tasks(args.job_id) if "_" not in args.job_id else []
+    if tasks:
+        return _array_status(args.job_id, tasks)
     info = client.job(args.job_id)
     print(f"job {info.job_id}: {info.state}")
     print(f"  elapsed: {info.elapsed or '-'}")
@@ -230,6 +244,38 @@ def _status(args: argparse.Namespace, client) -> int:
             print(_tail(Path(info.stdout_path), TAIL_LINES))
             return 1
     return 0
+
+
+def _array_status(job_id: str, tasks: list) -> int:
+    """One line per array task (a shard), then the study's rows from the shared table."""
+    from orchestrator.results import read_trials
+
+    print(f"job array {job_id}: {len(tasks)} task(s)")
+    study = None
+    for info in tasks:
+        requeued = f", requeued {info.restarts}x" if info.restarts else ""
+        print(f"  {info.job_id}: {info.state} ({info.elapsed or '-'}, nodes {info.nodes or '-'}"
+              f"{requeued}, reason {info.reason or '-'})")  # fmt: skip
+        progress = _progress_in(info.stdout_path)
+        if progress:
+            print(f"    {progress}")
+        if info.stdout_path and study is None:
+            study = Path(info.stdout_path).parent.parent  # RESULTS/<study>/slurm/slurm-*.out
+    if study is not None and (study / "trials.parquet").exists():
+        df = read_trials(study)
+        counts = ", ".join(f"{n} {s}" for s, n in df.status.value_counts().items()) or "none yet"
+        print(f"  study {study.name}: {len(df)} trials finished in all shards ({counts})")
+    failed = [i for i in tasks if i.finished and i.state != "COMPLETED"]
+    return 1 if failed else 0
+
+
+def _progress_in(path: str) -> str | None:
+    try:
+        text = Path(path).read_text(errors="replace") if path else ""
+    except OSError:
+        return None
+    lines = PROGRESS_RE.findall(text)
+    return lines[-1] if lines else None
 
 
 def _last_progress(info, client) -> str | None:

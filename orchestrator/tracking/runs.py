@@ -36,6 +36,7 @@ from orchestrator.tracking.store import (
     _study_run,
     best_row,
     code_version,
+    store_init_lock,
 )
 
 __all__ = ["TrialLogger", "trial_description", "dataset_entity", "log_study_artifacts"]
@@ -54,8 +55,9 @@ class TrialLogger:
         self.encoder = ""  # encoder identity, tagged on every trial (qsweep predict embeds with it)
         self.version = code_version()
         try:
-            self.client = _client(tracking_uri)
-            self.experiment_id = _experiment_id(self.client, study)
+            with store_init_lock(tracking_uri):
+                self.client = _client(tracking_uri)
+                self.experiment_id = _experiment_id(self.client, study)
         except Exception as err:  # noqa: BLE001 - any backend failure
             raise ServiceError(
                 f"MLflow store {tracking_uri} refused the study {study!r}: {err}"

@@ -3,6 +3,7 @@ small helpers shared by the rest of ``orchestrator.tracking``."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -94,6 +95,26 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+@contextlib.contextmanager
+def store_init_lock(uri: str):
+    """An exclusive file lock beside a SQLite store while it is opened: MLflow creates and
+    migrates the database on first use, and two drivers doing that at once (the shards of
+    a job array) fail with "duplicate column". Other stores: no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri[len("sqlite:///") :])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.init-lock"), "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def _experiment_id(client, study: str) -> str:
     experiment = client.get_experiment_by_name(study)
     if experiment is not None:
@@ -169,7 +190,16 @@ def _study_run(
             client.update_run(run.info.run_id, status="RUNNING")
         return run.info.run_id, False
     tags = {"qsweep.kind": "study", "qsweep.study": study, "qsweep.code_version": version}
-    return client.create_run(experiment_id, run_name=study, tags=tags).info.run_id, True
+    run_id = client.create_run(experiment_id, run_name=study, tags=tags).info.run_id
+    # drivers of a job array's shards may create it at the same moment: all keep the oldest
+    found = _all_runs(
+        client, experiment_id, f"tags.`qsweep.kind` = 'study' and tags.`qsweep.study` = '{study}'"
+    )
+    first = sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))[0].info.run_id
+    if first != run_id:
+        client.delete_run(run_id)
+        return _study_run(client, experiment_id, study, version, reopen=reopen)
+    return run_id, True
 
 
 def _config_names() -> list[str]:

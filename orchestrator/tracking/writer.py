@@ -103,6 +103,7 @@ class StudyTracker:
         register: str = "best",
         register_top: int = 10,
         stream: TextIO | None = None,
+        progress_file: Path | None = None,
     ) -> None:
         self.logger = TrialLogger(uri, study)  # ServiceError now when the store refuses
         self.uri, self.study = uri, study
@@ -111,6 +112,9 @@ class StudyTracker:
         self.register, self.register_top = register, register_top
         self.stream = stream if stream is not None else sys.stderr
         self.failure: str | None = None  # set when MLflow stayed away past OUTAGE_LIMIT_S
+        # a shard of a job array: its counts go to this file; the study run sums the shards'
+        self.progress_file = Path(progress_file) if progress_file else None
+        self.total_planned = 0  # the whole study's trials (all shards)
         self.timings: dict[str, float] = {}  # seconds of MLflow work per kind (benchmarks)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._trials: dict[str, _Trial] = {}
@@ -133,10 +137,13 @@ class StudyTracker:
         self._thread: threading.Thread | None = None
 
     # --- synchronous, before the first trial -----------------------------------------------
-    def open(self, spec: dict[str, Any], *, spec_file=None, planned: int = 0) -> str:
+    def open(
+        self, spec: dict[str, Any], *, spec_file=None, planned: int = 0, total: int | None = None
+    ) -> str:
         """The study run (created or reopened); every run of the experiment is listed once, so
         a trial rerun by --resume replaces its earlier run without a search per trial."""
-        run_id = self.logger.open_study(spec, spec_file=spec_file, planned=planned)
+        self.total_planned = planned if total is None else total  # all shards
+        run_id = self.logger.open_study(spec, spec_file=spec_file, planned=self.total_planned)
         self._planned = planned
         for run in _all_runs(self.logger.client, self.logger.experiment_id):
             trial = run.data.tags.get("qsweep.trial_id")
@@ -350,8 +357,8 @@ class StudyTracker:
                 return
             self._last["bulk"] = now
         if self._study_dirty and (closing or now - self._last["study"] >= STUDY_UPDATE_S):
-            counts = dict(planned=self._planned, done=self._done, failed=self._failed,
-                          best=self._best)  # fmt: skip
+            counts = self._study_counts()
+            counts.pop("complete", None)
             if not self._io("study counts", lambda: log.update_study_counts(**counts)):
                 return
             self._study_dirty = False
@@ -361,9 +368,46 @@ class StudyTracker:
                 self._io("model registry", self._register_best)
                 self._last["register"] = now
 
+    def _study_counts(self) -> dict[str, Any]:
+        """The study run's counts: this driver's, or for a shard the sum over the shards'
+        progress files (this one's written first)."""
+        own = dict(planned=self._planned, done=self._done, failed=self._failed, best=self._best)
+        if self.progress_file is None:
+            return own
+        import json
+
+        self.progress_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.progress_file.with_name(f".{self.progress_file.name}.tmp")
+        tmp.write_text(json.dumps(own, default=str))
+        os.replace(tmp, self.progress_file)
+        total = dict(planned=self.total_planned, done=0, failed=0, best=None, complete=True)
+        for path in self.progress_file.parent.parent.glob(f"*/{self.progress_file.name}"):
+            try:
+                part = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            total["done"] += part["done"]
+            total["failed"] += part["failed"]
+            best = part.get("best")
+            if (
+                best
+                and _is_number(best.get(self.metric))
+                and (
+                    total["best"] is None
+                    or (best[self.metric] > total["best"][self.metric]) == (self.mode == "max")
+                )
+            ):
+                total["best"] = best
+        total["complete"] = total["done"] >= self.total_planned
+        return total
+
     def _final(self) -> None:
         if self.register == "best" and self._registered_dirty and not self._interrupted:
             self._io("model registry", self._register_best)
+        if self.progress_file is not None:  # a shard ends the study run only with the last one
+            counts = self._study_counts()
+            if not counts["complete"]:
+                return
         self._io("study run", lambda: self.logger.close_study(interrupted=self._interrupted))
 
     # --- the actions ----------------------------------------------------------------------------
