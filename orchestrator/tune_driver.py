@@ -18,10 +18,12 @@ their error; SIGTERM / SIGUSR1 stop the study gracefully (``outcome.interrupted`
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -77,6 +79,9 @@ __all__ = ["run_study", "StudyOutcome", "DEFAULT_FIT", "INTERRUPTED_EXIT"]
 
 # With Tune's file loggers off, its end-of-run analysis warns that it finds no result files.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+# ... and qsweep never reads that state back, so a failed save of it (a full disk: the
+# driver stops the study and says so in one line) is not worth a traceback.
+logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
 
 DEFAULT_FIT = "model.training:fit"
 # A Ray trial whose process or node died (not a Python error: those are retried inside
@@ -512,6 +517,28 @@ class _StudyCallback(Callback):
             self.progress.running.discard(live.trial_id)
             self.logger.abandon(live.trial_id)
 
+    def _stop_on_table_error(self, err: OSError, live: _Live) -> None:
+        """The table cannot be written: no new trials; this one (and those still running) is
+        rerun by --resume; every row written before stays."""
+        self.logger.abandon(live.trial_id)
+        self.progress.running.discard(live.trial_id)
+        if not self.stop_reason:
+            where = Path(self.table.journal).parent
+            if err.errno == errno.ENOSPC:
+                free = shutil.disk_usage(where).free if where.exists() else 0
+                self.stop_reason = (
+                    f"the disk is full at {where} ({free / 1e6:.1f} MB free): trial "
+                    f"{live.trial_id} could not be recorded. Free some space there, then run "
+                    "the same command with --resume: every trial recorded so far is kept"
+                )
+            else:
+                self.stop_reason = (
+                    f"cannot write the results table in {where} ({err.strerror or err}): "
+                    f"trial {live.trial_id} could not be recorded. Fix the directory, then "
+                    "run the same command with --resume"
+                )
+        self.interrupted.set()
+
     def _record(
         self, live: _Live, status: str, last: dict[str, Any], model: ModelRef | None = None
     ) -> None:
@@ -535,7 +562,11 @@ class _StudyCallback(Callback):
         row["pack_id"] = live.pack_id
         row["node"] = live.node
         t1 = time.perf_counter()
-        self.table.add(row)
+        try:
+            self.table.add(row)
+        except OSError as err:  # a full disk, a lost mount: stop cleanly, keep what is written
+            self._stop_on_table_error(err, live)
+            return
         t2 = time.perf_counter()
         self.logger.finish(live.trial_id, row, model=model if status == "completed" else None)
         self.ran += 1

@@ -169,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
         max_concurrent=concurrency,
         expect=expect,
     )
+    if outcome.stop_reason:  # the driver stopped the study itself (disk full, MLflow away)
+        print(f"qsweep run: stopped: {outcome.stop_reason}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     if outcome.interrupted:
         print("qsweep run: interrupted; rerun with --resume", file=sys.stderr)
         return INTERRUPTED_EXIT

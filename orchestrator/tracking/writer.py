@@ -32,6 +32,7 @@ What the thread does with a trial (``orchestrator.tracking.runs.TrialLogger`` do
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import shutil
@@ -106,6 +107,9 @@ class StudyTracker:
         progress_file: Path | None = None,
     ) -> None:
         self.logger = TrialLogger(uri, study)  # ServiceError now when the store refuses
+        # MLflow's SQL store logs every failed transaction with its traceback; the thread
+        # reports a failure in one line itself (and retries what may pass)
+        logging.getLogger("mlflow.store").setLevel(logging.CRITICAL)
         self.uri, self.study = uri, study
         self.study_dir = Path(study_dir)
         self.metric, self.mode = metric, mode
@@ -299,7 +303,7 @@ class StudyTracker:
             now = time.monotonic()
             if self._down_since is None:
                 self._down_since = now
-                print(f"qsweep run: MLflow {self.uri} is unreachable ({type(err).__name__}: "
+                print(f"qsweep run: MLflow {self.uri} is unreachable or refuses writes ({type(err).__name__}: "
                       f"{str(err)[:200]}); training goes on and the runs are buffered",
                       file=self.stream, flush=True)  # fmt: skip
             elif now - self._down_since > OUTAGE_LIMIT_S and self.failure is None:
