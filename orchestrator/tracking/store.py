@@ -24,6 +24,9 @@ __all__ = [
 ]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow's client prints "View run ... at" and "View experiment at" (and fetches the run
+# for it) every time a run on a server ends: two lines per trial; qsweep prints its own.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 # A trial's final metrics (model.types.FINAL_METRICS) plus the driver's attempt count.
 _METRIC_TYPES: dict[str, type] = {**TRIAL_METRICS, "attempts": int}
