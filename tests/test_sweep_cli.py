@@ -202,3 +202,34 @@ def test_sigusr1_and_two_studies_side_by_side(tmp_path):
     from orchestrator.tracking import default_tracking_uri, load_trial_runs
 
     assert load_trial_runs(default_tracking_uri(b_dir), "alpha").empty
+
+
+def test_2000_trials_killed_twice_resume_without_loss_or_duplicates(tmp_path):
+    """SIGKILL (driver and its Ray) twice in a 2,000-trial study, --resume each time: every
+    trial ends with exactly one row and one finished MLflow run."""
+    doc = {
+        "name": "many",
+        "data": {"source": "demo", "encoder": "minilm"},
+        "fixed": {"epochs": 1, "qubits": 4},
+        "factors": {"learning_rate": [round(1e-5 * (i + 1), 8) for i in range(1000)]},
+        "seeds": [0, 1],
+        "max_concurrent": 2,
+        "mlflow": {"register": "none"},
+    }
+    space = tmp_path / "many.yaml"
+    space.write_text(yaml.safe_dump(doc))
+    results = tmp_path / "many"
+    for kill_at in (400, 1200):
+        proc = start(space, results, *(["--resume"] if kill_at > 400 else []), epoch_s=0.0)
+        try:
+            wait_for_rows(proc, results, kill_at, timeout=900)
+        finally:
+            kill_group(proc)  # the driver and its local Ray, without any cleanup
+            proc.wait(timeout=60)
+        assert kill_at <= len(rows(results)) < 2000
+    done = subprocess.run(
+        [*QSWEEP, "run", str(space), "--results", str(results.parent), "--resume"],
+        cwd=ROOT, env=env(0.0), capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_complete(results, "many", 2000)
