@@ -405,6 +405,9 @@ class _StudyCallback(Callback):
         columns = data_columns(data, self.encoder_ids.get(data_key(data), ""))
         if "qsweep" in config:
             meta = self.plan[config["qsweep"]]
+            # the trainable has its own copy (object store); the driver keeps what it
+            # needs in self.live, so a started pack's plan entry is released
+            self.plan[config["qsweep"]] = None
             pack_id = meta["pack_id"]
             planned = [
                 (m["trial_id"], m["point_id"], m["seed"], m["config"]) for m in meta["members"]
@@ -850,6 +853,7 @@ def run_study(
             )  # fmt: skip
             tuner = _tuner(spec, packs, plan, remaining, concurrency, table, callback,
                            interrupted, own_dir, data_refs, fit_ref, size)  # fmt: skip
+            del packs, todo, planned  # the plan lives on in `plan` (released pack by pack)
             t_fit = time.perf_counter()
             tuner.fit()
             fit_s = time.perf_counter() - t_fit

@@ -509,15 +509,20 @@ class StudyTracker:
             return
         ref = ModelRef(self.study_dir / MODELS_DIR / f"{trial.model.pack_id}.pt",
                        trial.model.member, trial.model.pack_id)  # fmt: skip
-        self._model_of[trial.trial_id] = (ref, {**row, "_run_id": run_id})
-        if self.register == "all":
-            self._log_model(trial.trial_id)
-            return
         value = row.get(self.metric)
-        if self.register == "best" and _is_number(value):
+        if self.register == "all":
+            self._model_of[trial.trial_id] = (ref, {**row, "_run_id": run_id})
+            self._log_model(trial.trial_id)
+            del self._model_of[trial.trial_id]
+        elif self.register == "best" and _is_number(value):
             score = value if self.mode == "max" else -value
+            if len(self._completed) >= 4 * self.register_top and score <= min(self._completed)[0]:
+                return  # below every kept candidate: it cannot reach the top
+            self._model_of[trial.trial_id] = (ref, {**row, "_run_id": run_id})
             self._completed.append((score, trial.trial_id, run_id))
             self._registered_dirty = True
+            if len(self._completed) > 8 * self.register_top:
+                self._trim()
 
     def _state(self, ref: ModelRef) -> Any:
         import torch
@@ -542,11 +547,18 @@ class StudyTracker:
             return None
         return self.logger.client.get_run(run_id).data.tags.get("qsweep.model_version") or None
 
+    def _trim(self) -> None:
+        """Keep the best 4 x register_top candidates (and their rows): bounded memory."""
+        self._completed.sort(reverse=True)
+        for _, tid, _ in self._completed[self.register_top * 4 :]:
+            if tid not in self._registered:
+                self._model_of.pop(tid, None)
+        del self._completed[self.register_top * 4 :]
+
     def _register_best(self) -> None:
         """Log + register the current top ``register_top`` trials that are not yet; delete
         the registered versions of trials that dropped out of the top."""
-        self._completed.sort(reverse=True)
-        del self._completed[max(self.register_top, 0) * 4 :]  # keep a margin, bounded memory
+        self._trim()
         top = {tid for _, tid, _ in self._completed[: self.register_top]}
         for tid in [t for t in self._registered if t not in top]:
             version = self._registered.pop(tid)
