@@ -233,15 +233,15 @@ def best_by_qubits_figure(
 ) -> Figure:
     """The paper's Figure 8 per comparison group: left the maximum over seeds and settings
     (the paper's statistic) with every trial as a grey dot, right the mean with its 95 %
-    t-interval; one colour per group, the legend below both panels."""
+    t-interval; one colour and marker pair per group, the legend below both panels."""
     fig = Figure(figsize=(10.0, 4.0 + 0.22 * best["group"].nunique()), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
     left.scatter(qubits, values, color=GREY, s=12, alpha=0.6, label="a trial")
     for k, (label, part) in enumerate(best.groupby("group", sort=False)):
-        color = COLORS[k % len(COLORS)]
+        color, marker = _style(k)
         line = "-" if len(part) > 1 else "none"
         x = part["qubits"].to_numpy(float)
-        left.plot(x, part["best"], marker="o", linestyle=line, color=color, label=label)
+        left.plot(x, part["best"], marker=marker, linestyle=line, color=color, label=label)
         shift = (k - (best["group"].nunique() - 1) / 2) * 0.05
         mean = part["mean"].to_numpy(float)
         err = [
@@ -249,7 +249,7 @@ def best_by_qubits_figure(
             np.nan_to_num(part["ci_high"].to_numpy(float) - mean),
         ]
         right.errorbar(
-            x + shift, mean, yerr=err, marker="s", linestyle=line, color=color, capsize=3
+            x + shift, mean, yerr=err, marker=marker, linestyle=line, color=color, capsize=3
         )
     ticks = sorted(set(best["qubits"].astype(int).to_list()))
     for ax, title in (
