@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from model.config import TrialConfig
+from model.quantum.benchmark import head_training_step
 from model.types import EmbeddedSplits
 
 PAPER_HOURS_10Q = 6.8
@@ -152,29 +153,15 @@ def circuit_step(qubits: int, kernel: str = "on"):
     return step
 
 
-def head_step(qubits: int, kernel: str = "on"):
-    """One training step (forward, backward, Adam) of the paper head, batch 16."""
-    from model.heads.quantum import QuantumHead
-
-    head = QuantumHead(TrialConfig(qubits=qubits, cpu_kernel=kernel), 768)
-    opt = torch.optim.Adam(head.parameters(), lr=1e-3)
-    x, y = torch.randn(16, 768), torch.randint(0, 2, (16,))
-
-    def step() -> None:
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(head(x), y).backward()
-        opt.step()
-
-    return step
-
-
 def thread_scaling(qubits: list[int], threads: list[int], kernel: str, rounds: int = 7) -> None:
     """Step times at every thread count, interleaved round by round (min of ``rounds``)."""
     print(f"training step, batch 16, cpu_kernel {kernel}, threads {'/'.join(map(str, threads))}, "
           f"min of {rounds} interleaved rounds")  # fmt: skip
     for q in qubits:
-        for name, make in (("circuit", circuit_step), ("head", head_step)):
-            step = make(q, kernel)
+        for name, step in (
+            ("circuit", circuit_step(q, kernel)),
+            ("head", head_training_step(q, cpu_kernel=kernel)),
+        ):
             inner = max(1, 2 ** max(0, 12 - q))  # about the same time per round at every q
             best = dict.fromkeys(threads, float("inf"))
             for th in threads:  # warm-up: libraries, scratch planes
