@@ -295,3 +295,19 @@ def test_16_qubit_pqc_gradients_within_1e5_of_float64():
         weights, None, z, readout_signs(n), np.pi,
     )  # fmt: skip
     assert max(errors) <= 1e-5, errors
+
+
+def test_run_layers_refuses_calls_that_do_not_fit():
+    """The kernel indexes its tables unchecked: every index is checked before it runs."""
+    angles, z, state = _inputs(3, "rot", "real", seed=0)
+    program, rows = _program(3, "rot"), torch.tensor(ROWS)
+    with pytest.raises(ValueError, match="weight set"):
+        cpu_kernel.run_layers(state, angles, torch.tensor([0, 1, 2, 0, 1]), program, z=z)
+    with pytest.raises(ValueError, match="no latent z"):
+        cpu_kernel.run_layers(state, angles, rows, program)
+    with pytest.raises(ValueError, match="weight layer past"):
+        cpu_kernel.run_layers(state, angles[:2], rows, program, z=z)
+    with pytest.raises(ValueError, match="readout"):
+        cpu_kernel.run_layers(state, angles, rows, program, z=z, readout=torch.ones(4, 3))
+    with pytest.raises(ValueError, match="do not fit 3 qubits of rot"):
+        cpu_kernel.run_layers(state, angles[..., :1], rows, program, z=z)

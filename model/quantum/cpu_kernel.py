@@ -247,11 +247,19 @@ def _call(program: KernelProgram, S: int, state: Tensor | None, *, readout: Tens
     return c
 
 
+_REFUSED = {
+    2: "the qubit count does not match the library's",
+    3: "a state's weight set (rows) is outside the angles' weight sets",
+    4: "the program has encoding layers but no latent z was given",
+    5: "the program names a weight layer past the angles' layers",
+}
+
+
 def _check(code: int) -> None:
+    if code == 1:
+        raise MemoryError("the CPU circuit kernel ran out of memory for its planes")
     if code:
-        raise RuntimeError(
-            f"the CPU circuit kernel failed (code {code}: 1 out of memory, 2 wrong qubit count)"
-        )
+        raise ValueError(f"the CPU circuit kernel refused the call: {_REFUSED.get(code, code)}")
 
 
 def _forward(ctx, c: _Call, program, S, readout, want_probs):
@@ -355,6 +363,8 @@ def run_layers(
         state = state.resolve_conj().contiguous()
     if z is not None and tuple(z.shape) != (S, n):
         raise ValueError(f"z {tuple(z.shape)} does not fit {S} states of {n} qubits")
+    if readout is not None and (readout.dim() != 2 or readout.shape[0] != 2**n):
+        raise ValueError(f"readout {tuple(readout.shape)} does not fit {n} qubits: (2**n, F)")
     return _Layers.apply(
         state,
         angles.contiguous(),

@@ -503,8 +503,22 @@ int qs_plan(int S, int threads, int *shared) {
     return S > 0 ? plan(&a, shared) : 0;
 }
 
-int qs_forward(const qs_call *a) {
+/* 0, or why the call does not fit: 2 qubit count, 3 a table row, 4 no encoding angles for an
+   encoding layer, 5 a weight layer past the table (the fields index memory unchecked) */
+static int check(const qs_call *a) {
     if (a->n != NQ) return 2;
+    for (int s = 0; a->row && s < a->S; s++)
+        if (a->row[s] < 0 || a->row[s] >= a->rows) return 3;
+    for (int k = 0; k < a->K; k++) {
+        if (a->enc_of[k] && !a->enc) return 4;
+        if (a->layer_of[k] >= a->layers) return 5;
+    }
+    return 0;
+}
+
+int qs_forward(const qs_call *a) {
+    int bad = check(a);
+    if (bad) return bad;
     if (a->angles) fill_table(a);
     if (a->enc) fill_trig(a);
     if (a->S == 0) return 0;
@@ -534,7 +548,8 @@ int qs_forward(const qs_call *a) {
 }
 
 int qs_backward(const qs_call *a) {
-    if (a->n != NQ) return 2;
+    int bad = check(a);
+    if (bad) return bad;
     if (a->S == 0) return 0;
     int shared, nt = plan(a, &shared), groups = (a->S + V - 1) / V, own = 0, err = 0;
     size_t tsize = (size_t)a->rows * a->layers * NQ * 8;
