@@ -311,3 +311,21 @@ def test_run_layers_refuses_calls_that_do_not_fit():
         cpu_kernel.run_layers(state, angles, rows, program, z=z, readout=torch.ones(4, 3))
     with pytest.raises(ValueError, match="do not fit 3 qubits of rot"):
         cpu_kernel.run_layers(state, angles[..., :1], rows, program, z=z)
+
+
+@pytest.mark.parametrize("given, want", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_wait_passively_unless_set(given, want):
+    """Importing qsweep's model before torch makes libgomp's idle threads sleep (spinning
+    ones take cores from other work); a policy the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, model, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == want
