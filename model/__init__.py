@@ -12,7 +12,16 @@ Heavy modules (torch, sentence-transformers) load on first use of these names.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# OpenMP threads (torch's and the CPU circuit kernel's, one libgomp) sleep when idle instead
+# of spinning: a spinning thread takes a core from the others whenever the machine has more
+# busy threads than cores (other trials, other users), and a lone 10-qubit trial with 2
+# threads on this 2-core VM under load then ran 6-10x slower than with 1 (1.3-2.5 vs
+# 0.22 s/epoch; 0.18-0.25 passive). Read by libgomp when torch loads it, so only when
+# qsweep is imported before torch; set OMP_WAIT_POLICY=ACTIVE on a dedicated node to spin.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from model.config import DataConfig, TrialConfig
 from model.errors import ConfigError, DataError, EncoderError, QsweepError, ServiceError

@@ -1,6 +1,7 @@
 """Benchmark: packed trials and adjoint gradients, ratios measured in one run.
 
-    .venv/bin/python -m model.benchmark_trials                  # packing: 10 qubits, T = 1 vs 8
+    .venv/bin/python -m model.benchmark_trials                  # 10 qubits, T = 1 vs 8, 1 vs 2 threads
+    .venv/bin/python -m model.benchmark_trials --steps 10 14 18 --pack 1 --threads 1 2
     .venv/bin/python -m model.benchmark_trials --pack 1 8 64 --epochs 3 --device cuda
     .venv/bin/python -m model.benchmark_trials --memory --qubits 18   # adjoint vs autograd
     .venv/bin/python -m model.benchmark_trials --pack 8 --threads 1 --kernel both --parallel 2
@@ -14,6 +15,12 @@ compiled CPU kernel (``trial.cpu_kernel``) on and off, alternating, and prints t
 ``--parallel P`` runs P packs at once in P processes (as the driver fills P CPU slots)
 and reports the throughput: wall-clock seconds per trial when all P * T trials finish.
 
+Threads: ``--threads 1 2 ...`` (default: 1, 2 and the machine's core count) times every
+figure at every thread count, interleaved, and prints the ratio to the first. ``--steps
+Q ...`` first times one training step (forward, backward; batch 16, min of 7 rounds) at
+Q qubits: the circuit alone (5 Rot layers + CNOT ring on amplitude-encoded states, the Z
+readout) and the paper head with Adam, on the CPU.
+
 Memory: one training step (forward, backward, Adam) of the paper head at ``--qubits``,
 batch 16, once with ``trial.gradient=autograd`` and once with ``adjoint``, each in a
 fresh process; prints peak RSS (CPU) or peak CUDA memory, and the step time.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -32,6 +40,7 @@ import numpy as np
 import torch
 
 from model.config import TrialConfig
+from model.quantum.benchmark import head_training_step
 from model.types import EmbeddedSplits
 
 PAPER_HOURS_10Q = 6.8
@@ -73,10 +82,10 @@ def time_pack(cfg: TrialConfig, t: int, epochs: int) -> tuple[float, float]:
     return wall, cpu
 
 
-def time_parallel(args, t: int, kernel: str) -> float:
+def time_parallel(args, t: int, kernel: str, threads: int) -> float:
     """Seconds per epoch of ``args.parallel`` packs of ``t`` run at once, one process each."""
     cmd = [sys.executable, "-m", "model.benchmark_trials", "--_pack", str(t), "--epochs",
-           str(args.epochs), "--threads", str(args.threads), "--kernel", kernel,
+           str(args.epochs), "--threads", str(threads), "--kernel", kernel,
            "--qubits", str(args.qubits), "--device", args.device, "--shots", str(args.shots),
            "--graphs", args.graphs]  # fmt: skip
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.parallel)]
@@ -88,32 +97,88 @@ def time_parallel(args, t: int, kernel: str) -> float:
 
 def packing(args) -> None:
     kernels = ["on", "off"] if args.kernel == "both" else [args.kernel]
-    p = args.parallel
+    p, threads = args.parallel, args.threads
     print(f"packing: {args.qubits} qubits, {args.epochs} epochs, device {args.device}, "
-          f"cuda_graphs {args.graphs}, shots {args.shots}, {args.threads} threads per process, "
-          f"{p} pack(s) at once, cpu_kernel {'/'.join(kernels)}")  # fmt: skip
-    base: dict[str, float] = {}
+          f"cuda_graphs {args.graphs}, shots {args.shots}, {'/'.join(map(str, threads))} "
+          f"threads per process, {p} pack(s) at once, cpu_kernel {'/'.join(kernels)}")  # fmt: skip
+    base: dict[tuple[str, int], float] = {}
     for t in args.pack:
         per_trial = {}
         for kernel in kernels:
-            cfg = TrialConfig(qubits=args.qubits, device=args.device, cuda_graphs=args.graphs,
-                              shots=args.shots, cpu_kernel=kernel)  # fmt: skip
-            if p > 1:
-                per_epoch = time_parallel(args, t, kernel)
-                cpu = ""
-            else:
-                per_epoch, cpu_per_epoch = time_pack(cfg, t, args.epochs)
-                cpu = f" (CPU time {cpu_per_epoch:.2f} s)"
-            per_trial[kernel] = per_epoch * 800 / (t * p)
-            base.setdefault(kernel, per_trial[kernel])
-            print(
-                f"  T={t:3d} kernel {kernel:4s}: {per_epoch:7.2f} s/epoch per pack{cpu}; 800 "
-                f"epochs: {per_trial[kernel] / 60:6.2f} min per trial ({base[kernel] / per_trial[kernel]:4.1f}x "
-                f"T={args.pack[0]} per trial, {PAPER_HOURS_10Q * 3600 / per_trial[kernel]:6.0f}x the paper's 6.8 h)",
-                flush=True,
-            )
+            for th in threads:
+                torch.set_num_threads(th)
+                cfg = TrialConfig(qubits=args.qubits, device=args.device, cuda_graphs=args.graphs,
+                                  shots=args.shots, cpu_kernel=kernel)  # fmt: skip
+                if p > 1:
+                    per_epoch = time_parallel(args, t, kernel, th)
+                    cpu = ""
+                else:
+                    per_epoch, cpu_per_epoch = time_pack(cfg, t, args.epochs)
+                    cpu = f" (CPU time {cpu_per_epoch:.2f} s)"
+                key = (kernel, th)
+                per_trial[key] = per_epoch * 800 / (t * p)
+                base.setdefault(key, per_trial[key])
+                vs = per_trial[(kernel, threads[0])] / per_trial[key]
+                print(
+                    f"  T={t:3d} kernel {kernel:4s} {th:2d} thr: {per_epoch:7.2f} s/epoch per pack{cpu}; "
+                    f"800 epochs: {per_trial[key] / 60:6.2f} min per trial ({base[key] / per_trial[key]:4.1f}x "
+                    f"T={args.pack[0]} per trial, {vs:4.2f}x {threads[0]} thr, "
+                    f"{PAPER_HOURS_10Q * 3600 / per_trial[key]:6.0f}x the paper's 6.8 h)",
+                    flush=True,
+                )  # fmt: skip
         if len(kernels) == 2:
-            print(f"  T={t:3d}: kernel on is {per_trial['off'] / per_trial['on']:.2f}x kernel off")
+            for th in threads:
+                ratio = per_trial[("off", th)] / per_trial[("on", th)]
+                print(f"  T={t:3d}: kernel on is {ratio:.2f}x kernel off ({th} thr)")
+
+
+def circuit_step(qubits: int, kernel: str = "on"):
+    """One training step (forward, backward) of the anchor circuit: 5 Rot layers + CNOT
+    ring on 16 amplitude-encoded states, Pauli-Z readout, a linear loss."""
+    from model.quantum.circuits import CircuitRunner, sqe_spec
+    from model.quantum.statevector import readout_signs
+
+    spec = sqe_spec(TrialConfig(qubits=qubits, encoder_layers=5))
+    runner = CircuitRunner(spec, cpu_kernel=kernel)
+    gen = torch.Generator().manual_seed(0)
+    w = (torch.randn(spec.n_layers, qubits, 3, generator=gen) * 0.1).requires_grad_()
+    x = torch.zeros(16, 2**qubits)
+    x[:, :768] = torch.randn(16, min(768, 2**qubits), generator=gen)
+    x = x / x.norm(dim=-1, keepdim=True)
+    signs, c = readout_signs(qubits), torch.randn(16, qubits, generator=gen)
+
+    def step() -> None:
+        (runner(x, w, readout=signs) * c).sum().backward()
+
+    return step
+
+
+def thread_scaling(qubits: list[int], threads: list[int], kernel: str, rounds: int = 7) -> None:
+    """Step times at every thread count, interleaved round by round (min of ``rounds``)."""
+    print(f"training step, batch 16, cpu_kernel {kernel}, threads {'/'.join(map(str, threads))}, "
+          f"min of {rounds} interleaved rounds")  # fmt: skip
+    for q in qubits:
+        for name, step in (
+            ("circuit", circuit_step(q, kernel)),
+            ("head", head_training_step(q, cpu_kernel=kernel)),
+        ):
+            inner = max(1, 2 ** max(0, 12 - q))  # about the same time per round at every q
+            best = dict.fromkeys(threads, float("inf"))
+            for th in threads:  # warm-up: libraries, scratch planes
+                torch.set_num_threads(th)
+                step()
+            for _ in range(rounds):
+                for th in threads:
+                    torch.set_num_threads(th)
+                    start = time.perf_counter()
+                    for _ in range(inner):
+                        step()
+                    best[th] = min(best[th], (time.perf_counter() - start) / inner)
+            cells = ", ".join(
+                f"{th} thr {best[th] * 1e3:8.2f} ms ({best[threads[0]] / best[th]:4.2f}x)"
+                for th in threads
+            )
+            print(f"  {q:2d} qubits {name:7s}: {cells}", flush=True)
 
 
 def one_step(qubits: int, gradient: str, device: str, kernel: str = "auto") -> dict:
@@ -182,7 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--pack", type=int, nargs="+", default=[1, 8])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="torch (and kernel) threads; default: 1, 2 and the machine's cores")  # fmt: skip
+    p.add_argument("--steps", type=int, nargs="*", default=None,
+                   help="qubit counts for the step timing per thread count (default: 10; none: skip)")  # fmt: skip
     p.add_argument("--graphs", default="auto", choices=["auto", "on", "off"],
                    help="trial.cuda_graphs (CUDA only)")  # fmt: skip
     p.add_argument("--shots", type=int, default=0, help="trial.shots (0: exact)")
@@ -193,7 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--_step", help=argparse.SUPPRESS)
     p.add_argument("--_pack", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads is None:
+        args.threads = sorted({1, 2, os.cpu_count() or 1})
+    if min(args.threads) < 1:
+        p.error(f"--threads {args.threads}: every thread count must be >= 1")
+    torch.set_num_threads(args.threads[0])
     if args._step:
         print(json.dumps(one_step(args.qubits or 18, args._step, args.device, args.kernel)))
         return
@@ -207,6 +279,10 @@ def main(argv: list[str] | None = None) -> None:
         memory(args)
     else:
         args.qubits = args.qubits or 10
+        steps = [10] if args.steps is None else args.steps
+        for kernel in ["on", "off"] if args.kernel == "both" else [args.kernel]:
+            if steps and args.device == "cpu":
+                thread_scaling(steps, args.threads, kernel)
         packing(args)
 
 

@@ -194,8 +194,10 @@ def test_head_logits_and_gradients_match_with_kernel_on_and_off():
 
 
 def test_noise_and_float64_stay_on_the_torch_path(monkeypatch):
-    calls, real = [], cpu_kernel.run_circuit
-    monkeypatch.setattr(cpu_kernel, "run_circuit", lambda *a: calls.append(a) or real(*a))
+    calls, real = [], cpu_kernel.run_layers
+    monkeypatch.setattr(
+        cpu_kernel, "run_layers", lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    )
     spec = pqc_spec(TrialConfig(qubits=3))
     runner = CircuitRunner(spec, cpu_kernel="on")
     w = torch.zeros(spec.n_layers, 3, 3)

@@ -173,7 +173,6 @@ def test_sklearn_configs_are_fitted_one_by_one():
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_trials_benchmark_kernel_both_and_parallel_smoke(capsys):
     """model.benchmark_trials runs its kernel comparison and its parallel packs end to end
     (tiny sizes; the figures themselves go in the README, not in asserts)."""
@@ -184,6 +183,7 @@ def test_trials_benchmark_kernel_both_and_parallel_smoke(capsys):
     benchmark_trials.main([*args, "--kernel", "off", "--parallel", "2"])
     out = capsys.readouterr().out
     assert "T=  1: kernel on is" in out and "x kernel off" in out
+    assert "10 qubits circuit" in out and "10 qubits head" in out  # the step per thread count
     assert out.count("min per trial") == 3 and "2 pack(s) at once" in out
 
 

@@ -36,7 +36,7 @@ from model.quantum.circuits import (
 )
 from model.quantum.encoding import amplitude_encode, split_chunks
 from model.quantum.noise import shot_probs
-from model.quantum.statevector import z_expectations, zz_expectations, zz_pairs
+from model.quantum.statevector import readout_signs, z_expectations, zz_pairs
 
 __all__ = [
     "QuantumHead",
@@ -120,6 +120,8 @@ class SimulatedQuantumEncoder(nn.Module):
         self.readout = None
         if self.pairs:
             self.readout = PackedLinear(t, q + len(self.pairs), q, generators)
+        # probs @ signs: [<Z_k>, <Z_i Z_j> of the pairs], computed inside the circuit kernel
+        self.register_buffer("signs", readout_signs(q, self.pairs), persistent=False)
 
     def _offset(self) -> Tensor | float | None:
         """The offset as amplitude_encode wants it: per member ``(T, 1, 1)`` when trainable."""
@@ -130,11 +132,9 @@ class SimulatedQuantumEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         chunks = split_chunks(x.to(self.weights.dtype), self.encoders)  # (B, T, E, chunk)
         state = amplitude_encode(chunks, self.qubits, offset=self._offset())  # (B, T, E, 2**q) real
-        probs = self.runner(state, self.weights, adjoint=self.adjoint, probs=True)
-        z = z_expectations(probs, self.qubits)  # (B, T, E, q)
-        if self.readout is not None:
-            zz = zz_expectations(probs, self.qubits, self.pairs)  # (B, T, E, n_pairs)
-            wide = torch.cat([z, zz], dim=-1)  # (B, T, E, q + n_pairs)
+        wide = self.runner(state, self.weights, adjoint=self.adjoint, readout=self.signs)
+        z = wide[..., : self.qubits]  # (B, T, E, q)
+        if self.readout is not None:  # wide: (B, T, E, q + n_pairs), the <Z_i Z_j> after <Z_k>
             b = wide.shape[0]
             flat = wide.transpose(1, 2).reshape(b * self.encoders, wide.shape[1], -1)  # (B*E, T, F)
             z = (
@@ -192,17 +192,22 @@ class PQC(nn.Module):
             _stack_init((self.spec.n_layers, config.qubits, per), generators)
         )
         self.weights.member_axis = 1  # (L, T, q, P)
+        self.register_buffer("signs", readout_signs(config.qubits), persistent=False)
 
-    def final_state(self, z: Tensor, *, noisy: bool = True, probs: bool = False) -> Tensor:
-        """``(B, T, q) -> (B, T, 2**q)`` state after the circuit (one trajectory per sample),
-        or with ``probs`` its Born probabilities."""
-        state = torch.zeros(
-            *z.shape[:-1], 2**self.qubits, dtype=self.weights.dtype, device=z.device
-        )
-        state[..., 0] = 1
+    def final_state(
+        self,
+        z: Tensor,
+        *,
+        noisy: bool = True,
+        probs: bool = False,
+        readout: Tensor | None = None,
+    ) -> Tensor:
+        """``(B, T, q) -> (B, T, 2**q)`` state after the circuit from ``|0..0>`` (one
+        trajectory per sample), with ``probs`` its Born probabilities, or with ``readout``
+        the observables ``probabilities @ readout``."""
         p1, p2 = (self.p1, self.p2) if noisy else (0.0, 0.0)
         return self.runner(
-            state,
+            None,
             self.weights,
             z.to(self.weights.dtype),
             input_scale=self.input_scale,
@@ -211,9 +216,12 @@ class PQC(nn.Module):
             generator=self.noise_rng,
             adjoint=self.adjoint,
             probs=probs,
+            readout=readout,
         )
 
     def forward(self, z: Tensor) -> Tensor:
+        if self.shots <= 0:  # exact: the Pauli-Z readout in the same call as the circuit
+            return self.final_state(z, readout=self.signs)
         probs = self.final_state(z, probs=True)
         probs = shot_probs(probs, self.shots, training=self.training, generator=self.noise_rng)
         return z_expectations(probs, self.qubits)

@@ -103,11 +103,11 @@ def reference_circuit(threads: int, repeats: int) -> dict:
     return out
 
 
-def head_step(qubits: int, threads: int, repeats: int, steps: int = 5, **overrides) -> dict:
+def head_training_step(qubits: int, **overrides):
+    """A function that runs one training step (forward, backward, Adam) of the paper's
+    head (``TrialConfig`` defaults and ``overrides``) on 16 Gaussian 768-d inputs."""
     from model.heads.quantum import QuantumHead
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
     cfg = TrialConfig.from_dict({"qubits": qubits, **overrides})
     head = QuantumHead(cfg, 768)
     opt = torch.optim.Adam(head.parameters(), lr=1e-3)
@@ -118,6 +118,13 @@ def head_step(qubits: int, threads: int, repeats: int, steps: int = 5, **overrid
         torch.nn.functional.cross_entropy(head(x), y).backward()
         opt.step()
 
+    return step
+
+
+def head_step(qubits: int, threads: int, repeats: int, steps: int = 5, **overrides) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    step = head_training_step(qubits, **overrides)
     best, median = _timeit(step, repeats=repeats, inner=steps)
     return {"qubits": qubits, "threads": threads, "ms_per_step": (best, median), **overrides}
 

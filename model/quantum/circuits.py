@@ -196,6 +196,9 @@ class CircuitRunner(nn.Module):
             for i in range(len(ops) - 1)
             if ops[i].kind == ENCODE and ops[i + 1].kind == ROTATE
         }
+        self.kernel_program = self._kernel_program(perm)
+        self.encodes = any(op.kind == ENCODE for op in ops)
+        self._rows: dict[tuple, Tensor] = {}  # (batch, weight batch) -> weight set per state
 
     def _layer_blocks(self, mats: Tensor) -> list[list[tuple[int, Tensor]]]:
         """``(L, ..., q, 2, 2)`` -> per layer [(first qubit, (..., K, K)), ...] Kronecker blocks."""
@@ -207,7 +210,7 @@ class CircuitRunner(nn.Module):
         firsts = [first for first, _ in self.bounds]
         return [list(zip(firsts, blocks, strict=True)) for blocks in zip(*per_block, strict=True)]
 
-    def _use_kernel(self, state: Tensor, weights: Tensor, noisy: bool) -> bool:
+    def _use_kernel(self, state: Tensor | None, weights: Tensor, noisy: bool) -> bool:
         """The compiled CPU kernel runs noise-free float32 circuits on the CPU; its backward
         is adjoint differentiation, so it serves ``gradient`` autograd and adjoint alike.
         ``auto``: wherever it builds; ``on``: an error where it cannot be built."""
@@ -215,9 +218,10 @@ class CircuitRunner(nn.Module):
             return False
         n = self.spec.n_qubits
         supported = (
-            state.device.type == "cpu"
+            weights.device.type == "cpu"
             and weights.dtype == torch.float32
-            and state.dtype in (torch.float32, torch.complex64)
+            and (state is None or state.dtype in (torch.float32, torch.complex64))
+            and (state is None or state.device.type == "cpu")
             and not noisy
             and n <= cpu_kernel.MAX_QUBITS
         )
@@ -233,43 +237,75 @@ class CircuitRunner(nn.Module):
         cpu_kernel.warn_unavailable(n)
         return False
 
-    def _run_kernel(self, state: Tensor, mats: Tensor, enc: Tensor | None, probs: bool) -> Tensor:
-        """The whole circuit in one call of the CPU kernel: gate layers (an encode op fused
-        into the rotation layer after it) and CNOT-block permutations. Returns the final
-        state, or with ``probs`` its probabilities (computed by the kernel)."""
-        spec, n = self.spec, self.spec.n_qubits
-        batch = state.shape[:-1]
-        gate_layers: list[Tensor] = []
-        prog: list[int] = []
+    def _kernel_program(self, perm: Tensor) -> cpu_kernel.KernelProgram:
+        """The circuit as one program of the CPU kernel: gate layers (an encode op fused into
+        the rotation layer after it, as ``self.fused`` says; an encode op without one is a
+        layer of its own) and CNOT-block permutations."""
+        spec = self.spec
+        prog, layer_of, enc_of = [], [], []
         for pos, op in enumerate(spec.ops):
             if op.kind == ENCODE:
-                if enc is None:
-                    raise ValueError("this circuit has encode ops but no latent z was given")
                 if pos + 1 < len(spec.ops) and spec.ops[pos + 1].kind == ROTATE:
-                    continue  # fused into that rotation layer (self.fused)
-                layer = enc
+                    continue  # fused into that rotation layer
+                layer, enc = -1, 1
             elif op.kind == ROTATE:
-                layer = mats[op.index]  # (*wb, q, 2, 2), right-aligned with the state's batch
-                if op.index in self.fused:
-                    layer = layer @ enc.to(layer.dtype)
+                layer, enc = op.index, int(op.index in self.fused)
             else:
-                if n > 1:  # entangle (no entangler on one qubit)
+                if spec.n_qubits > 1:  # entangle (no entangler on one qubit)
                     prog.append(-1)
                 continue
-            prog.append(len(gate_layers))
-            gate_layers.append(layer)
-        if not gate_layers:
-            return probabilities(state) if probs else state
-        gates = torch.stack(
-            [g.to(torch.complex64).expand(*batch, n, 2, 2) for g in gate_layers], dim=-4
+            prog.append(len(layer_of))
+            layer_of.append(layer)
+            enc_of.append(enc)
+        return cpu_kernel.KernelProgram.build(
+            spec.n_qubits, spec.rotation, prog, layer_of, enc_of, perm, torch.argsort(perm)
         )
-        final, p = cpu_kernel.run_circuit(
-            state.reshape(-1, 2**n),  # float32 (amplitude encoding, |0>) or complex64
-            gates.reshape(-1, len(gate_layers), n, 2, 2),
-            prog,
-            self.perm,
-            self.inverse,
+
+    def _weight_rows(self, batch: tuple[int, ...], wb: tuple[int, ...]) -> Tensor:
+        """``(prod(batch),)`` int32: the weight set (flat index into ``wb``, right-aligned
+        with the batch) of every state; cached per shape."""
+        key = (batch, wb)
+        if key not in self._rows:
+            sets = torch.arange(math.prod(wb), dtype=torch.int32).reshape(wb)
+            self._rows[key] = torch.broadcast_to(sets, batch).reshape(-1).contiguous()
+        return self._rows[key]
+
+    def _run_kernel(
+        self,
+        state: Tensor | None,
+        weights: Tensor,
+        z: Tensor | None,
+        input_scale: float,
+        probs: bool,
+        readout: Tensor | None,
+    ) -> Tensor:
+        """The whole circuit in one call of the CPU kernel, gate matrices, encoding and
+        readout included. Returns the final state, its probabilities (``probs``) or the
+        observables ``probabilities @ readout``."""
+        n, program = self.spec.n_qubits, self.kernel_program
+        batch = tuple(state.shape[:-1] if state is not None else z.shape[:-1])
+        if self.encodes and z is None:
+            raise ValueError("this circuit has encode ops but no latent z was given")
+        if state is None and program.layer_of.numel() == 0:
+            state = _zero_state(batch, n, weights)
+        if program.layer_of.numel() == 0:  # nothing to run
+            return _measure(state, probs, readout)
+        wb = tuple(weights.shape[1:-2])
+        angles = weights.reshape(weights.shape[0], math.prod(wb), n, weights.shape[-1])
+        if z is not None:
+            z = z.expand(*batch, n).reshape(-1, n)
+        final, p, obs = cpu_kernel.run_layers(
+            None if state is None else state.reshape(-1, state.shape[-1]),
+            angles,
+            self._weight_rows(batch, wb),
+            program,
+            z=z,
+            scale=input_scale,
+            readout=readout,
+            probs=probs and readout is None,
         )
+        if readout is not None:
+            return obs.reshape(*batch, -1)
         return (p if probs else final).reshape(*batch, 2**n)
 
     def forward(
@@ -284,17 +320,22 @@ class CircuitRunner(nn.Module):
         generator=None,
         adjoint: bool = False,
         probs: bool = False,
+        readout: Tensor | None = None,
     ) -> Tensor:
-        """Final state ``(*batch, 2**q)``, or with ``probs`` its Born probabilities.
-        ``generator``: None, a torch.Generator or a :class:`model.quantum.rng.MemberRNG`
-        (packed trials); ``adjoint``: keep only a few states for the backward
-        (:mod:`model.quantum.adjoint`)."""
+        """Final state ``(*batch, 2**q)``, with ``probs`` its Born probabilities, or with
+        ``readout`` ``(2**q, F)`` the observables ``probabilities @ readout`` ``(*batch, F)``
+        (the Z signs: Pauli-Z expectations). ``state`` None: ``|0..0>`` with the batch of
+        ``z``. ``generator``: None, a torch.Generator or a
+        :class:`model.quantum.rng.MemberRNG` (packed trials); ``adjoint``: keep only a few
+        states for the backward (:mod:`model.quantum.adjoint`)."""
         spec, n = self.spec, self.spec.n_qubits
         noisy = p1 > 0 or p2 > 0
+        if self._use_kernel(state, weights, noisy):
+            return self._run_kernel(state, weights, z, input_scale, probs, readout)
+        if state is None:
+            state = _zero_state(tuple(z.shape[:-1]), n, weights)
         mats = layer_matrices(weights, spec.rotation)  # (L, *wb, q, 2, 2)
         enc = angle_matrices(z, input_scale) if z is not None else None  # (*batch, q, 2, 2) real
-        if self._use_kernel(state, weights, noisy):
-            return self._run_kernel(state, mats, enc, probs)
         if spec.is_real is False and not state.is_complex():
             state = state.to(mats.dtype)  # static dtype decision: complex from the start
         fuse = self.fuse_encoding and not noisy and enc is not None and bool(self.fused)
@@ -366,7 +407,7 @@ class CircuitRunner(nn.Module):
         members = weights.dim() - 3  # the weights' batch axes (T, E, ...)
         if members == 0 or len(batch) <= members:
             out = run_steps(state, steps, blocks, n, self.perm, self.inverse, adjoint=adjoint)
-            return probabilities(out) if probs else out
+            return _measure(out, probs, readout)
         # packed trials: simulate member-major, (B, T, E, N) -> (T, E, B, N)
         order, back = member_major(len(batch), members)
         samples = len(batch) - members
@@ -395,4 +436,18 @@ class CircuitRunner(nn.Module):
             adjoint=adjoint,
         )
         out = out.permute(*back, len(batch))
-        return probabilities(out) if probs else out
+        return _measure(out, probs, readout)
+
+
+def _zero_state(batch: tuple[int, ...], n: int, weights: Tensor) -> Tensor:
+    """``|0..0>`` ``(*batch, 2**n)`` in the weights' dtype and device."""
+    state = torch.zeros(*batch, 2**n, dtype=weights.dtype, device=weights.device)
+    state[..., 0] = 1
+    return state
+
+
+def _measure(state: Tensor, probs: bool, readout: Tensor | None) -> Tensor:
+    """The state, its probabilities, or the observables ``probabilities @ readout``."""
+    if readout is not None:
+        return probabilities(state) @ readout.to(state.real.dtype)
+    return probabilities(state) if probs else state

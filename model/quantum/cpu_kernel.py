@@ -2,41 +2,37 @@
 
 The torch path (:mod:`model.quantum.statevector`) applies a layer as Kronecker-block
 GEMMs over the whole batch: every block, permutation and autograd copy is a pass over
-all states in memory (128 states of 10 qubits are 1 MB), and the 10-qubit head ran at
-under 10 % of the CPU's arithmetic peak. This kernel takes the batch eight states at a
-time and stores them lane by lane (amplitude ``i`` of state ``v`` at ``re[8 i + v]``, real
-and imaginary planes apart), so that a 2x2 gate on *any* qubit is a loop over amplitude
-pairs whose body is one 8-wide vector operation, each lane with its own coefficients
-(shared, per-member and per-sample gates alike), and a permutation moves whole vectors.
-Every gate and CNOT-block permutation of the circuit runs on a group (10 qubits: 128 KB,
-in L2) before the next group; the loops are C that gcc vectorises (``-O3 -march=native``).
+all states in memory, and the 10-qubit head ran at under 10 % of the CPU's arithmetic
+peak. This kernel (C source and layout: :mod:`model.quantum.kernel_source`) takes the
+batch eight states at a time, stored lane by lane, so that a 2x2 gate on *any* qubit is
+a loop over amplitude pairs whose body is one 8-wide vector operation with per-lane
+coefficients, and runs every gate and permutation of the circuit on a group (10 qubits:
+128 KB, in L2) before the next group.
 
-Program
--------
-``prog`` is a list of ops: ``k >= 0`` applies gate layer ``k`` (one 2x2 complex matrix per
-qubit, from ``gates[s, k]``; the gates of a layer act on different qubits and commute),
-``-1`` the fixed permutation ``new[i] = old[perm[i]]``. Gates are given per state
-(``(S, K, n, 2, 2)``, broadcast views expanded by the caller), and their gradients come
-back per state for autograd to reduce.
+One call runs a whole circuit and its glue: :func:`run_layers` takes the rotation angles
+(Rot or RY, one weight set per pack member or encoder), the angle-encoding latent and a
+readout table, builds the gate matrices itself, and returns the final state, the
+probabilities and the observables (the Pauli-Z readout); its backward returns the
+gradients of the angles, the latent and the input directly. :func:`run_circuit` takes
+explicit per-state gate matrices (the general form, tested against dense references).
 
-Gradients (adjoint differentiation, as in :mod:`model.quantum.adjoint`)
------------------------------------------------------------------------
-The forward keeps only its output (and ``|psi|^2``). The backward walks the program in
-reverse from it with the adjoint ``lam = dL/dpsi*`` (PyTorch's convention for complex
-gradients): per gate, last to first, one pass un-computes the state (``psi <- G^H
-psi``), adds ``lam psi^H`` over the qubit's amplitude pairs to the gate's gradient and
-applies ``G^H`` to ``lam``; a permutation is undone on both. Gates must therefore be
-unitary (every gate of the circuits is). Memory: six planes of a group per thread,
-whatever the depth (20 qubits: 200 MB; the limit, :data:`MAX_QUBITS`).
+Gradients are adjoint differentiation (as :mod:`model.quantum.adjoint`): the forward keeps
+only its output; the backward un-computes the circuit from it with ``G^H`` while carrying
+``lam = dL/dpsi*`` (PyTorch's convention). Gates must be unitary (every gate of the
+circuits is). Parameter-gradient sums are added in double. Memory: six planes of a group
+per thread, whatever the depth (20 qubits: 200 MB; the limit, :data:`MAX_QUBITS`).
 
-Build
------
-The source below is compiled once per qubit count and machine type with the system C
-compiler into ``$QSWEEP_KERNEL_CACHE`` (default ``~/.cache/qsweep/kernels``), keyed by a
-hash of the source, the flags and the CPU's model and flags (a cluster with mixed nodes
-keeps one library per CPU type), and loaded with ctypes. The calls release the GIL; a
-batch is split over ``torch.get_num_threads()`` Python threads. Without a compiler
-:func:`available` is False and the circuits use the torch path.
+Threads: one call uses up to ``torch.get_num_threads()`` OpenMP threads, torch's own
+(the library links the libgomp torch loaded): groups are split over the threads, and when
+there are fewer groups than threads and the state is large (:func:`thread_plan`), every
+gate's amplitude pairs are.
+
+Build: the source is compiled once per qubit count and machine type with the system C
+compiler (``-O3 -march=native -fopenmp``; without OpenMP, one thread) into
+``$QSWEEP_KERNEL_CACHE`` (default ``~/.cache/qsweep/kernels``), keyed by a hash of the
+source, the flags and the CPU's model and flags, and loaded with ctypes (the calls
+release the GIL). Without a compiler :func:`available` is False and the circuits use the
+torch path.
 """
 
 from __future__ import annotations
@@ -50,215 +46,29 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-__all__ = ["available", "build_error", "run_circuit", "MAX_QUBITS"]
+from model.quantum.kernel_source import SOURCE
+
+__all__ = [
+    "available",
+    "build_error",
+    "openmp",
+    "thread_plan",
+    "KernelProgram",
+    "run_layers",
+    "run_circuit",
+    "MAX_QUBITS",
+    "LANES",
+]
 
 MAX_QUBITS = 20  # six planes of eight states per thread: 200 MB at 20 qubits
-
-SOURCE = r"""
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-/* V (-DV, LANES in Python): states per group, the lanes of one AVX2 register of floats */
-#define HOT static inline __attribute__((always_inline))
-
-/* A group holds V states lane by lane: amplitude i of lane v is re[i * V + v] (and im).
-   Every gate, on any qubit, is then a loop over amplitude pairs whose body is one vector
-   operation over the V lanes, each lane with its own gate coefficients c[e][v]
-   (e = ar, ai, br, bi, cr, ci, dr, di of [[a, b], [c, d]]), and a permutation moves
-   whole lane vectors. */
-
-/* GCC vector types: one vf is the V lanes; the coefficients and sums stay in registers */
-typedef float vf __attribute__((vector_size(4 * V)));
-
-HOT vf ld(const float *p) { vf x; memcpy(&x, p, sizeof(x)); return x; }
-HOT void st_(float *p, vf x) { memcpy(p, &x, sizeof(x)); }
-
-/* one 2x2 gate on the qubit whose amplitudes pair up at distance st, c[e] per lane */
-HOT void gate(float *re, float *im, int N, int st, const float c[8][V]) {
-    const vf c0 = ld(c[0]), c1 = ld(c[1]), c2 = ld(c[2]), c3 = ld(c[3]);
-    const vf c4 = ld(c[4]), c5 = ld(c[5]), c6 = ld(c[6]), c7 = ld(c[7]);
-    for (int base = 0; base < N; base += 2 * st)
-        for (int j = base; j < base + st; j++) {
-            size_t a = (size_t)j * V, b = (size_t)(j + st) * V;
-            vf x0r = ld(re + a), x0i = ld(im + a), x1r = ld(re + b), x1i = ld(im + b);
-            st_(re + a, c0 * x0r - c1 * x0i + c2 * x1r - c3 * x1i);
-            st_(im + a, c0 * x0i + c1 * x0r + c2 * x1i + c3 * x1r);
-            st_(re + b, c4 * x0r - c5 * x0i + c6 * x1r - c7 * x1i);
-            st_(im + b, c4 * x0i + c5 * x0r + c6 * x1i + c7 * x1r);
-        }
-}
-
-/* One gate of the backward in one pass, h = G^H per lane: psi (the gate's output) becomes
-   its input h psi, acc += lam psi_in^H over the pairs (per lane), lam becomes h lam. */
-HOT void gate_back(float *pr, float *pi, float *lr, float *li, int N, int st,
-                   const float h[8][V], float acc[8][V]) {
-    const vf h0 = ld(h[0]), h1 = ld(h[1]), h2 = ld(h[2]), h3 = ld(h[3]);
-    const vf h4 = ld(h[4]), h5 = ld(h[5]), h6 = ld(h[6]), h7 = ld(h[7]);
-    vf s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};
-    for (int base = 0; base < N; base += 2 * st)
-        for (int j = base; j < base + st; j++) {
-            size_t a = (size_t)j * V, b = (size_t)(j + st) * V;
-            vf y0r = ld(pr + a), y0i = ld(pi + a), y1r = ld(pr + b), y1i = ld(pi + b);
-            vf xr = h0 * y0r - h1 * y0i + h2 * y1r - h3 * y1i;
-            vf xi = h0 * y0i + h1 * y0r + h2 * y1i + h3 * y1r;
-            vf yr = h4 * y0r - h5 * y0i + h6 * y1r - h7 * y1i;
-            vf yi = h4 * y0i + h5 * y0r + h6 * y1i + h7 * y1r;
-            st_(pr + a, xr); st_(pi + a, xi); st_(pr + b, yr); st_(pi + b, yi);
-            vf ar = ld(lr + a), ai = ld(li + a), br = ld(lr + b), bi = ld(li + b);
-            s0 += ar * xr + ai * xi; s1 += ai * xr - ar * xi; /* lam0 psi0* */
-            s2 += ar * yr + ai * yi; s3 += ai * yr - ar * yi; /* lam0 psi1* */
-            s4 += br * xr + bi * xi; s5 += bi * xr - br * xi; /* lam1 psi0* */
-            s6 += br * yr + bi * yi; s7 += bi * yr - br * yi; /* lam1 psi1* */
-            st_(lr + a, h0 * ar - h1 * ai + h2 * br - h3 * bi);
-            st_(li + a, h0 * ai + h1 * ar + h2 * bi + h3 * br);
-            st_(lr + b, h4 * ar - h5 * ai + h6 * br - h7 * bi);
-            st_(li + b, h4 * ai + h5 * ar + h6 * bi + h7 * br);
-        }
-    st_(acc[0], s0); st_(acc[1], s1); st_(acc[2], s2); st_(acc[3], s3);
-    st_(acc[4], s4); st_(acc[5], s5); st_(acc[6], s6); st_(acc[7], s7);
-}
-
-/* new[i] = old[perm[i]] (whole lane vectors) into the spare planes, which then trade places */
-HOT void permute(float **re, float **im, float **tr, float **ti, const int32_t *perm, int N) {
-    float *a = *re, *b = *im, *c = *tr, *d = *ti;
-    for (int i = 0; i < N; i++) {
-        const float *sa = a + (size_t)perm[i] * V, *sb = b + (size_t)perm[i] * V;
-#pragma omp simd
-        for (int v = 0; v < V; v++) { c[(size_t)i * V + v] = sa[v]; d[(size_t)i * V + v] = sb[v]; }
-    }
-    *re = c; *im = d; *tr = a; *ti = b;
-}
-
-/* the coefficients of gate layer k for the lanes of states s0.. (lanes past s1: identity);
-   adjoint: G^H = [[a*, c*], [b*, d*]] */
-HOT void coefficients(const float *gates, int K, int k, int n, int s0, int s1, int adjoint,
-                      float (*c)[8][V]) {
-    for (int v = 0; v < V; v++) {
-        int s = s0 + v;
-        for (int q = 0; q < n; q++) {
-            float g[8] = {1, 0, 0, 0, 0, 0, 1, 0};
-            if (s < s1) memcpy(g, gates + (((size_t)s * K + k) * n + q) * 8, sizeof(g));
-            if (adjoint) {
-                float h[8] = {g[0], -g[1], g[4], -g[5], g[2], -g[3], g[6], -g[7]};
-                memcpy(g, h, sizeof(g));
-            }
-            for (int e = 0; e < 8; e++) c[q][e][v] = g[e];
-        }
-    }
-}
-
-static float *planes(int count, int N) {
-    void *p = NULL;
-    if (posix_memalign(&p, 64, (size_t)count * N * V * sizeof(float))) return NULL;
-    return (float *)p;
-}
-
-/* states [s0, s1): in (S, N) complex interleaved, or real when real_in; out (S, N) complex;
-   probs (S, N) |out|^2 or NULL; gates (S, K, n, 8) */
-int qs_forward(int s0, int s1, int n_arg, const float *in, int real_in, float *out,
-               float *probs, const float *gates, int K, const int32_t *prog, int n_ops,
-               const int32_t *perm) {
-    const int n = NQ, N = 1 << n;
-    if (n_arg != NQ) return 2;
-    float *buf = planes(4, N), (*c)[8][V] = malloc(sizeof(float[NQ][8][V]));
-    if (!buf || !c) { free(buf); free(c); return 1; }
-    for (int g0 = s0; g0 < s1; g0 += V) {
-        int g1 = g0 + V < s1 ? g0 + V : s1;
-        float *re = buf, *im = buf + (size_t)N * V, *tr = buf + 2 * (size_t)N * V,
-              *ti = buf + 3 * (size_t)N * V;
-        memset(re, 0, 2 * (size_t)N * V * sizeof(float));
-        for (int s = g0; s < g1; s++)
-            for (int i = 0; i < N; i++) {
-                size_t at = (size_t)i * V + (s - g0);
-                if (real_in) re[at] = in[(size_t)N * s + i];
-                else { re[at] = in[2 * ((size_t)N * s + i)]; im[at] = in[2 * ((size_t)N * s + i) + 1]; }
-            }
-        for (int o = 0; o < n_ops; o++) {
-            int k = prog[o];
-            if (k < 0) { permute(&re, &im, &tr, &ti, perm, N); continue; }
-            coefficients(gates, K, k, n, g0, g1, 0, c);
-            for (int q = 0; q < n; q++) gate(re, im, N, 1 << (n - 1 - q), c[q]);
-        }
-        for (int s = g0; s < g1; s++)
-            for (int i = 0; i < N; i++) {
-                size_t at = (size_t)i * V + (s - g0), o2 = (size_t)N * s + i;
-                out[2 * o2] = re[at];
-                out[2 * o2 + 1] = im[at];
-                if (probs) probs[o2] = re[at] * re[at] + im[at] * im[at];
-            }
-    }
-    free(buf);
-    free(c);
-    return 0;
-}
-
-/* out: the forward's output (S, N) complex; grad_out (S, N) complex or NULL; grad_probs
-   (S, N) real or NULL (the gradient of probs: it adds 2 grad_probs out to lam); grad_in
-   (S, N) complex, real (its real part) when real_in, or NULL; grad_gates (S, K, n, 8).
-   The state is un-computed from out. */
-int qs_backward(int s0, int s1, int n_arg, const float *out, const float *grad_out,
-                const float *grad_probs, float *grad_in, int real_in, const float *gates, int K,
-                const int32_t *prog, int n_ops, const int32_t *inverse, float *grad_gates) {
-    const int n = NQ, N = 1 << n;
-    if (n_arg != NQ) return 2;
-    float *buf = planes(6, N), (*h)[8][V] = malloc(sizeof(float[NQ][8][V]));
-    if (!buf || !h) { free(buf); free(h); return 1; }
-    for (int g0 = s0; g0 < s1; g0 += V) {
-        int g1 = g0 + V < s1 ? g0 + V : s1;
-        size_t P = (size_t)N * V;
-        float *pr = buf, *pi = buf + P, *lr = buf + 2 * P, *li = buf + 3 * P;
-        float *tr = buf + 4 * P, *ti = buf + 5 * P;
-        memset(buf, 0, 4 * P * sizeof(float));
-        for (int s = g0; s < g1; s++)
-            for (int i = 0; i < N; i++) {
-                size_t at = (size_t)i * V + (s - g0), o2 = (size_t)N * s + i;
-                pr[at] = out[2 * o2];
-                pi[at] = out[2 * o2 + 1];
-                if (grad_out) { lr[at] = grad_out[2 * o2]; li[at] = grad_out[2 * o2 + 1]; }
-                if (grad_probs) {
-                    lr[at] += 2 * grad_probs[o2] * pr[at];
-                    li[at] += 2 * grad_probs[o2] * pi[at];
-                }
-            }
-        for (int o = n_ops - 1; o >= 0; o--) {
-            int k = prog[o];
-            if (k < 0) { /* each permute leaves the planes it read as the spare ones */
-                permute(&lr, &li, &tr, &ti, inverse, N);
-                permute(&pr, &pi, &tr, &ti, inverse, N);
-                continue;
-            }
-            coefficients(gates, K, k, n, g0, g1, 1, h);
-            for (int q = n - 1; q >= 0; q--) {
-                float acc[8][V];
-                memset(acc, 0, sizeof(acc));
-                gate_back(pr, pi, lr, li, N, 1 << (n - 1 - q), h[q], acc);
-                for (int s = g0; s < g1; s++) {
-                    float *dg = grad_gates + (((size_t)s * K + k) * n + q) * 8;
-                    for (int e = 0; e < 8; e++) dg[e] += acc[e][s - g0];
-                }
-            }
-        }
-        for (int s = g0; s < g1; s++)
-            for (int i = 0; i < N && grad_in; i++) {
-                size_t at = (size_t)i * V + (s - g0), o2 = (size_t)N * s + i;
-                if (real_in) grad_in[o2] = lr[at];
-                else { grad_in[2 * o2] = lr[at]; grad_in[2 * o2 + 1] = li[at]; }
-            }
-    }
-    free(buf);
-    free(h);
-    return 0;
-}
-"""
-
 LANES = 8  # V in the source: states per group (eight float32 lanes of an AVX2 register)
+ROTATIONS = {"rot": (0, 3), "ry": (1, 1)}  # rotation -> (kind in the source, angles per gate)
 
 FLAGS = [
     "-O3",
@@ -269,6 +79,23 @@ FLAGS = [
     "-fno-semantic-interposition",
     "-shared",
 ]
+OPENMP = ["-fopenmp"]  # tried first; a compiler without it builds a one-thread kernel
+
+_P, _I, _L = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
+
+
+class _Call(ctypes.Structure):
+    """``qs_call`` of the source, field by field."""
+
+    _fields_ = [
+        ("S", _I), ("n", _I), ("threads", _I), ("in_kind", _I), ("in_dim", _I), ("in_", _P),
+        ("K", _I), ("n_ops", _I), ("prog", _P), ("perm", _P), ("inverse", _P), ("table", _P),
+        ("rows", _I), ("layers", _I), ("row_stride", _L), ("layer_stride", _L), ("row", _P),
+        ("layer_of", _P), ("enc_of", _P), ("enc", _P), ("trig", _P), ("scale", ctypes.c_float),
+        ("angles", _P), ("kind", _I), ("F", _I), ("readout", _P), ("out", _P), ("probs", _P),
+        ("obs", _P), ("grad_out", _P), ("grad_probs", _P), ("grad_obs", _P), ("grad_in", _P),
+        ("grad_table", _P), ("grad_angles", _P), ("grad_enc", _P),
+    ]  # fmt: skip
 
 
 def _cache_dir() -> Path:
@@ -284,6 +111,20 @@ def _cpu_key() -> str:
     except OSError:
         lines = []
     return "\n".join(lines) or platform.processor() or platform.machine()
+
+
+def _compile(compiler: str, flags: list[str], lib: Path) -> str:
+    """Build ``lib`` with ``flags``; returns "" or the compiler's complaint."""
+    with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+        src, out = Path(tmp) / "kernel.c", Path(tmp) / "kernel.so"
+        src.write_text(SOURCE)
+        done = subprocess.run(
+            [compiler, *flags, str(src), "-o", str(out), "-lm"], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            return f"{compiler} failed: {done.stderr.strip()[-500:]}"
+        os.replace(out, lib)  # atomic: concurrent trials never load a half-written file
+    return ""
 
 
 @functools.cache
@@ -302,22 +143,18 @@ def _library(n: int) -> tuple[ctypes.CDLL | None, str]:
     if not lib.exists():
         try:
             lib.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
-                src, out = Path(tmp) / "kernel.c", Path(tmp) / "kernel.so"
-                src.write_text(SOURCE)
-                done = subprocess.run(
-                    [compiler, *flags, str(src), "-o", str(out)], capture_output=True, text=True
-                )
-                if done.returncode != 0:
-                    return None, f"{compiler} failed: {done.stderr.strip()[-500:]}"
-                os.replace(out, lib)  # atomic: concurrent trials never load a half-written file
+            why = _compile(compiler, [*flags, *OPENMP], lib)
+            if why:
+                why = _compile(compiler, flags, lib)
+            if why:
+                return None, why
         except OSError as err:
             return None, f"cannot build in {lib.parent}: {err}"
     so = ctypes.CDLL(str(lib))
-    p, i = ctypes.c_void_p, ctypes.c_int
-    so.qs_forward.argtypes = [i, i, i, p, i, p, p, p, i, p, i, p]
-    so.qs_backward.argtypes = [i, i, i, p, p, p, p, i, p, i, p, i, p, p]
-    so.qs_forward.restype = so.qs_backward.restype = i
+    so.qs_forward.argtypes = so.qs_backward.argtypes = [ctypes.POINTER(_Call)]
+    so.qs_plan.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    so.qs_forward.restype = so.qs_backward.restype = so.qs_plan.restype = ctypes.c_int
+    so.qs_openmp.restype = ctypes.c_int
     return so, ""
 
 
@@ -331,8 +168,21 @@ def build_error(n: int = 10) -> str:
     return _library(n)[1]
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
+def openmp(n: int = 10) -> bool:
+    """True when the kernel was built with OpenMP (else it runs on one thread)."""
+    so = _library(n)[0]
+    return so is not None and bool(so.qs_openmp())
+
+
+def thread_plan(n: int, states: int, threads: int | None = None) -> tuple[int, str]:
+    """(threads a call on ``states`` states of ``n`` qubits uses, "groups" | "states"):
+    groups of eight states split over the threads, or every gate's amplitude pairs."""
+    so = _library(n)[0]
+    if so is None:
+        return 1, "groups"
+    shared = ctypes.c_int(0)
+    used = so.qs_plan(states, threads or torch.get_num_threads(), ctypes.byref(shared))
+    return used, "states" if shared.value else "groups"
 
 
 def warn_unavailable(n: int) -> None:
@@ -351,62 +201,212 @@ def warn_unavailable(n: int) -> None:
 _warned: set[int] = set()
 
 
-def _split(total: int, fn) -> None:
-    """Run ``fn(s0, s1)`` over ``[0, total)`` in chunks on torch's number of threads;
-    chunk edges fall on whole groups of LANES states."""
-    workers = max(1, min(torch.get_num_threads(), -(-total // LANES)))
-    if workers == 1:
-        codes = [fn(0, total)]
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _i32(values) -> Tensor:
+    return torch.tensor(list(values), dtype=torch.int32)
+
+
+@dataclass(frozen=True)
+class KernelProgram:
+    """A circuit as the kernel runs it: ``prog`` (``k >= 0`` gate layer ``k``, ``-1`` the
+    permutation ``new[i] = old[perm[i]]``); gate layer ``k`` is weight layer
+    ``layer_of[k]`` (-1: none) times, when ``enc_of[k]``, the encoding ``RY(scale z_q)``
+    (applied first). ``rotation``: rot | ry. All index tensors int32."""
+
+    n: int
+    rotation: str
+    prog: Tensor
+    layer_of: Tensor
+    enc_of: Tensor
+    perm: Tensor
+    inverse: Tensor
+
+    @classmethod
+    def build(cls, n, rotation, prog, layer_of, enc_of, perm, inverse) -> KernelProgram:
+        as32 = [_i32(prog), _i32(layer_of), _i32(enc_of)]
+        return cls(n, rotation, *as32, perm.to(torch.int32), inverse.to(torch.int32))
+
+
+def _call(program: KernelProgram, S: int, state: Tensor | None, *, readout: Tensor | None):
+    """The fields every call has: the program, the input, the readout and the threads."""
+    c = _Call()
+    c.S, c.n, c.threads = S, program.n, torch.get_num_threads()
+    c.K, c.n_ops = program.layer_of.numel(), program.prog.numel()
+    c.prog, c.perm, c.inverse = _ptr(program.prog), _ptr(program.perm), _ptr(program.inverse)
+    c.layer_of, c.enc_of = _ptr(program.layer_of), _ptr(program.enc_of)
+    if state is None:
+        c.in_kind = 0
     else:
-        groups = -(-total // LANES)
-        edges = [min(total, groups * w // workers * LANES) for w in range(workers + 1)]
-        with ThreadPoolExecutor(workers) as pool:
-            codes = list(pool.map(fn, edges[:-1], edges[1:]))
-    if any(codes):
-        raise RuntimeError(
-            f"the CPU circuit kernel failed (code {max(codes)}: 1 out of memory, 2 wrong qubit count)"
-        )
+        c.in_kind = 2 if state.is_complex() else 1
+        c.in_dim, c.in_ = state.shape[-1], _ptr(state)
+    if readout is not None:
+        c.F, c.readout = readout.shape[-1], _ptr(readout)
+    return c
 
 
-class _Circuit(torch.autograd.Function):
+_REFUSED = {
+    2: "the qubit count does not match the library's",
+    3: "a state's weight set (rows) is outside the angles' weight sets",
+    4: "the program has encoding layers but no latent z was given",
+    5: "the program names a weight layer past the angles' layers",
+}
+
+
+def _check(code: int) -> None:
+    if code == 1:
+        raise MemoryError("the CPU circuit kernel ran out of memory for its planes")
+    if code:
+        raise ValueError(f"the CPU circuit kernel refused the call: {_REFUSED.get(code, code)}")
+
+
+def _forward(ctx, c: _Call, program, S, readout, want_probs):
+    """Run the forward of call ``c``; returns (state, probs or None, obs or None)."""
+    n = program.n
+    out = torch.empty(S, 2**n, dtype=torch.complex64)
+    probs = torch.empty(S, 2**n) if want_probs else None
+    obs = torch.empty(S, readout.shape[-1]) if readout is not None else None
+    c.out, c.probs, c.obs = _ptr(out), _ptr(probs), _ptr(obs)
+    _check(_library(n)[0].qs_forward(ctypes.byref(c)))
+    ctx.set_materialize_grads(False)
+    return out, probs, obs
+
+
+def _backward(c: _Call, program, out, grads, grad_in: Tensor | None) -> None:
+    grad_out, grad_probs, grad_obs = grads
+    if grad_out is not None:
+        grad_out = grad_out.resolve_conj().contiguous()
+    grad_probs = None if grad_probs is None else grad_probs.contiguous()
+    grad_obs = None if grad_obs is None else grad_obs.contiguous()
+    c.out = _ptr(out)
+    c.grad_out, c.grad_probs, c.grad_obs = _ptr(grad_out), _ptr(grad_probs), _ptr(grad_obs)
+    c.grad_in = _ptr(grad_in)
+    _check(_library(program.n)[0].qs_backward(ctypes.byref(c)))
+
+
+class _Layers(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, state, gates, n, prog, perm, inverse):
-        so = _library(n)[0]
-        s, real = state.shape[0], not state.is_complex()
-        out = torch.empty(s, 2**n, dtype=torch.complex64)
-        probs = torch.empty(s, 2**n, dtype=torch.float32)
-        args = (n, _ptr(state), int(real), _ptr(out), _ptr(probs), _ptr(gates), gates.shape[1])
-        _split(s, lambda a, b: so.qs_forward(a, b, *args, _ptr(prog), prog.numel(), _ptr(perm)))
-        ctx.save_for_backward(out, gates, prog, inverse)
-        ctx.n, ctx.real = n, real
-        ctx.set_materialize_grads(False)
+    def forward(ctx, state, angles, z, rows, readout, program, scale, want_probs):
+        S, (L, W, n, _) = rows.numel(), angles.shape
+        c = _call(program, S, state, readout=readout)
+        work = torch.empty(L * W * n * 8 + 2 * S * n)  # the gate table, the encoding cos/sin
+        c.table, c.trig = _ptr(work), _ptr(work) + 4 * L * W * n * 8
+        c.rows, c.layers, c.row_stride, c.layer_stride = W, L, 1, W
+        c.row, c.angles, c.kind = _ptr(rows), _ptr(angles), ROTATIONS[program.rotation][0]
+        c.enc, c.scale = _ptr(z), scale
+        out, probs, obs = _forward(ctx, c, program, S, readout, want_probs)
+        ctx.save_for_backward(state, angles, z, rows, readout, work, out)
+        ctx.program, ctx.scale = program, scale
+        return out, probs, obs
+
+    @staticmethod
+    def backward(ctx, *grads):
+        state, angles, z, rows, readout, work, out = ctx.saved_tensors
+        program, S, (L, W, n, _) = ctx.program, rows.numel(), angles.shape
+        c = _call(program, S, state, readout=readout)
+        c.table, c.trig = _ptr(work), _ptr(work) + 4 * L * W * n * 8
+        c.rows, c.layers, c.row_stride, c.layer_stride = W, L, 1, W
+        c.row, c.angles, c.kind = _ptr(rows), _ptr(angles), ROTATIONS[program.rotation][0]
+        c.enc, c.scale = _ptr(z), ctx.scale
+        need_in, need_angles, need_z = ctx.needs_input_grad[:3]
+        grad_in = torch.empty_like(state) if need_in else None
+        grad_angles = torch.empty_like(angles) if need_angles else None
+        grad_z = torch.empty_like(z) if need_z else None
+        c.grad_angles, c.grad_enc = _ptr(grad_angles), _ptr(grad_z)
+        _backward(c, program, out, grads, grad_in)
+        return grad_in, grad_angles, grad_z, None, None, None, None, None
+
+
+def run_layers(
+    state: Tensor | None,
+    angles: Tensor,
+    rows: Tensor,
+    program: KernelProgram,
+    *,
+    z: Tensor | None = None,
+    scale: float = 1.0,
+    readout: Tensor | None = None,
+    probs: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Run ``program`` on ``S = rows.numel()`` states; gate matrices from ``angles``.
+
+    state: ``(S, d)`` float32 (real, zero-padded to ``2**n``), ``(S, 2**n)`` complex64, or
+    None for ``|0..0>``; angles ``(L, W, n, P)`` float32 (P = 3 Rot, 1 RY), state ``s``
+    using weight set ``rows[s]`` (int32); z ``(S, n)`` float32, the encoding angles are
+    ``scale * z``; readout ``(2**n, F)`` float32. Returns the final state ``(S, 2**n)``
+    complex64, its probabilities ``(S, 2**n)`` (with ``probs``) and the observables
+    ``|psi|^2 @ readout`` ``(S, F)`` (with a readout), all differentiable in the state,
+    the angles and z.
+    """
+    n = program.n
+    S = rows.numel()
+    if not available(n):
+        raise RuntimeError(f"the CPU circuit kernel is not available: {build_error(n)}")
+    for name, t in (("angles", angles), ("z", z), ("readout", readout)):
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            raise TypeError(f"the CPU kernel takes float32 CPU {name}, got {t.dtype} on {t.device}")
+    if (
+        angles.dim() != 4
+        or angles.shape[2] != n
+        or angles.shape[3] != ROTATIONS[program.rotation][1]
+    ):
+        raise ValueError(
+            f"angles {tuple(angles.shape)} do not fit {n} qubits of {program.rotation}"
+        )
+    if state is not None:
+        if state.dtype not in (torch.float32, torch.complex64) or state.shape[0] != S:
+            raise ValueError(f"state {tuple(state.shape)} {state.dtype} does not fit {S} states")
+        if state.shape[-1] > 2**n or (state.is_complex() and state.shape[-1] != 2**n):
+            raise ValueError(f"state {tuple(state.shape)} does not fit {n} qubits")
+        state = state.resolve_conj().contiguous()
+    if z is not None and tuple(z.shape) != (S, n):
+        raise ValueError(f"z {tuple(z.shape)} does not fit {S} states of {n} qubits")
+    if readout is not None and (readout.dim() != 2 or readout.shape[0] != 2**n):
+        raise ValueError(f"readout {tuple(readout.shape)} does not fit {n} qubits: (2**n, F)")
+    return _Layers.apply(
+        state,
+        angles.contiguous(),
+        None if z is None else z.contiguous(),
+        rows.to(torch.int32).contiguous(),
+        None if readout is None else readout.contiguous(),
+        program,
+        float(scale),
+        probs,
+    )
+
+
+class _Gates(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, state, gates, program):
+        S, K, n = gates.shape[:3]
+        c = _call(program, S, state, readout=None)
+        c.table, c.rows, c.layers, c.row_stride, c.layer_stride = _ptr(gates), S, K, K, 1
+        out, probs, _ = _forward(ctx, c, program, S, None, True)
+        ctx.save_for_backward(state, gates, out)
+        ctx.program = program
         return out, probs
 
     @staticmethod
     def backward(ctx, grad_out, grad_probs):
-        out, gates, prog, inverse = ctx.saved_tensors
-        so = _library(ctx.n)[0]
-        if grad_out is not None:
-            grad_out = grad_out.resolve_conj().contiguous()
-        if grad_probs is not None:
-            grad_probs = grad_probs.contiguous()
-        grad_in = None
-        if ctx.needs_input_grad[0]:
-            grad_in = (
-                torch.empty(out.shape, dtype=torch.float32) if ctx.real else torch.empty_like(out)
-            )
-        grad_gates = torch.zeros_like(gates)
-        args = (ctx.n, _ptr(out), _ptr(grad_out), _ptr(grad_probs), _ptr(grad_in), int(ctx.real))
-        rest = (_ptr(gates), gates.shape[1], _ptr(prog), prog.numel(), _ptr(inverse))
-        _split(out.shape[0], lambda a, b: so.qs_backward(a, b, *args, *rest, _ptr(grad_gates)))
-        return grad_in, grad_gates, None, None, None, None
+        state, gates, out = ctx.saved_tensors
+        S, K, n = gates.shape[:3]
+        c = _call(ctx.program, S, state, readout=None)
+        c.table, c.rows, c.layers, c.row_stride, c.layer_stride = _ptr(gates), S, K, K, 1
+        grad_in = torch.empty_like(state) if ctx.needs_input_grad[0] else None
+        grad_gates = torch.empty_like(gates)
+        c.grad_table = _ptr(grad_gates)
+        _backward(c, ctx.program, out, (grad_out, grad_probs, None), grad_in)
+        return grad_in, grad_gates, None
 
 
 def run_circuit(
     state: Tensor, gates: Tensor, prog: list[int], perm: Tensor, inverse: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Run ``prog`` (see the module docstring) on ``state`` ``(S, 2**n)`` (complex64, or
-    float32 for a real input) with unitary ``gates`` ``(S, K, n, 2, 2)`` complex64.
+    """Run ``prog`` (``k >= 0``: gate layer ``k``; ``-1``: the permutation) on ``state``
+    ``(S, 2**n)`` (complex64, or float32 for a real input) with unitary ``gates``
+    ``(S, K, n, 2, 2)`` complex64, one matrix per state, layer and qubit.
 
     Returns the final state ``(S, 2**n)`` complex64 and its probabilities ``|psi|^2``
     (float32), both differentiable in the state and the gates. CPU only.
@@ -423,11 +423,8 @@ def run_circuit(
         raise ValueError(f"the CPU kernel runs on the CPU up to {MAX_QUBITS} qubits")
     if gates.shape[0] != state.shape[0] or tuple(gates.shape[2:]) != (n, 2, 2):
         raise ValueError(f"gates {tuple(gates.shape)} do not fit states {tuple(state.shape)}")
-    return _Circuit.apply(
-        state.resolve_conj().contiguous(),
-        gates.resolve_conj().contiguous(),
-        n,
-        torch.tensor(prog, dtype=torch.int32),
-        perm.to(torch.int32).contiguous(),
-        inverse.to(torch.int32).contiguous(),
-    )
+    k = gates.shape[1]
+    program = KernelProgram.build(n, "rot", prog, range(k), [0] * k, perm, inverse)
+    real = torch.view_as_real(gates.resolve_conj().contiguous())  # (S, K, n, 2, 2, 2) float
+    out, probs = _Gates.apply(state.resolve_conj().contiguous(), real, program)
+    return out, probs

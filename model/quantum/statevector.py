@@ -41,6 +41,7 @@ __all__ = [
     "z_expectations",
     "zz_expectations",
     "zz_pairs",
+    "readout_signs",
     "basis_bits",
 ]
 
@@ -298,3 +299,14 @@ def zz_expectations(probs: Tensor, n: int, pairs: list[tuple[int, int]]) -> Tens
     signs = z_signs(n, probs.dtype, probs.device)  # (2**n, n)
     i, j = zip(*pairs, strict=True)
     return probs @ (signs[:, list(i)] * signs[:, list(j)])
+
+
+def readout_signs(n: int, pairs: list[tuple[int, int]] = ()) -> Tensor:
+    """``(2**n, n + len(pairs))`` float32: the Z signs of every qubit, then the ``Z_i Z_j``
+    signs of ``pairs``, so that ``probs @ readout_signs(n, pairs)`` is
+    ``[z_expectations, zz_expectations]`` in one product (the heads' readout)."""
+    signs = z_signs(n)
+    if not pairs:
+        return signs.clone()
+    i, j = zip(*pairs, strict=True)
+    return torch.cat([signs, signs[:, list(i)] * signs[:, list(j)]], dim=1)
