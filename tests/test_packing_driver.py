@@ -127,7 +127,8 @@ def _data() -> EmbeddedSplits:
 def _run(spec, study_dir, **kw):
     from orchestrator.tune_driver import run_study
 
-    return run_study(spec, study_dir=study_dir, data=_data(), stream=io.StringIO(), **kw)
+    kw.setdefault("stream", io.StringIO())
+    return run_study(spec, study_dir=study_dir, data=_data(), **kw)
 
 
 @pytest.mark.integration
@@ -143,7 +144,11 @@ def test_packed_study_rows_runs_resume_and_a_member_failing_alone(ray_session, t
         pack_size=4,
     )
     study = tmp_path / "packed"
-    outcome = _run(spec, study)
+    log = io.StringIO()
+    outcome = _run(spec, study, stream=log)
+    lines = log.getvalue().splitlines()
+    assert any("running in 2 packs" in line for line in lines), lines  # members of 2 packs
+    assert sum("8/8 done" in line for line in lines) == 1, lines  # the last line once
     df = pd.read_parquet(study / "trials.parquet").set_index("trial_id")
     assert (outcome.ran, len(df)) == (8, 8)
     assert df.pack_id.nunique() == 2 and (df.groupby("pack_id").size() == 4).all()

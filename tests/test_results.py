@@ -255,6 +255,32 @@ def test_progress_counts_best_and_remaining():
     assert len(lines) == 1 + 2 and "1/6 done" in lines[1] and "3/6 done" in lines[2]
 
 
+def test_progress_counts_packs_and_does_not_repeat_the_last_line():
+    clock, out = Clock(), io.StringIO()
+    p = Progress("s", 4, metric="val_accuracy", mode="max", concurrency=2, stream=out,
+                 clock=clock, interval_s=1e9)  # fmt: skip
+    for trial, pack in (("a", "a+2"), ("b", "a+2"), ("c", "c+2"), ("d", "c+2")):
+        p.started(trial, pack_id=pack)
+    assert "0/4 done, 4 running in 2 packs" in p.line()
+    clock.t = 100.0
+    p.finished("a", "completed", 0.8, 100.0)
+    assert "1/4 done, 3 running in 2 packs" in p.line()
+    # two packs of two on two slots: the pack still running needs one more pack time at most
+    assert p.remaining_s() == pytest.approx(100.0 * 3 / 2 / 2)
+    p.finished("b", "completed", 0.7, 100.0)
+    assert "2/4 done, 2 running in 1 pack" in p.line()
+    p.finished("c", "completed", 0.6, 100.0)
+    p.finished("d", "completed", 0.9, 100.0)
+    assert "4/4 done, 0 running" in p.line()
+    lines = out.getvalue().splitlines()
+    clock.t = 101.0
+    p.maybe_print(force=True)  # the driver's closing call: nothing new, so nothing printed
+    assert out.getvalue().splitlines() == lines
+    assert sum("4/4 done" in line for line in lines) == 1
+    p.started("e")  # trials alone: no pack count
+    assert ", 1 running |" in p.line()
+
+
 def test_progress_min_mode_and_resume_offset():
     p = Progress(
         "s", 4, metric="val_loss", mode="min", concurrency=1, already_done=2, stream=io.StringIO()
