@@ -6,7 +6,10 @@
 
 The cost estimate is the median measured seconds per epoch of the completed trials in
 the study's trials.parquet when there are any, else :func:`seconds_per_epoch`, a
-statevector cost model scaled from one measured step.
+statevector cost model scaled from one measured step, plus :func:`shot_seconds_per_epoch`.
+With ``resume`` only the trials without a final row are planned, as ``--resume`` runs
+them. :func:`run_problems` says, offline, what would make the run fail before its first
+trial (data source, encoders, the study directory); ``qsweep run`` checks it first.
 """
 
 from __future__ import annotations
@@ -15,10 +18,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+from model.errors import ConfigError, DataError, EncoderError
 from model.heads.registry import is_epochless
-from orchestrator.results import ResultsTable, trials_path
+from orchestrator.results import ResultsTable, prepare_study_dir, same_data, trials_path
 
-__all__ = ["plan_text", "seconds_per_epoch", "estimate_seconds", "pack_cost_factor"]
+__all__ = [
+    "plan_text",
+    "run_problems",
+    "seconds_per_epoch",
+    "shot_seconds_per_epoch",
+    "estimate_seconds",
+    "pack_cost_factor",
+]
 
 # Calibration of the statevector cost model: 14 qubits, batch 16, 6 layers of rotations
 # + CNOT ring, forward + backward, 2 threads, complex64: 0.425 s per step.
@@ -50,8 +61,9 @@ def seconds_per_epoch(cfg, n_train: int, n_val: int) -> float:
     Quantum heads: statevector work (samples x circuit layers x 2^qubits) scaled from one
     measured step; evaluation of the validation set counted as one third of a training
     pass; ``ry`` rotations 0.64x of ``rot``; noise-free circuits in the CPU kernel
-    KERNEL_SPEEDUP faster; density-matrix noise and shots not modelled.
-    MLP heads: 2 ms per epoch. sklearn heads: one epoch of 2 s.
+    KERNEL_SPEEDUP faster; gate noise (Pauli trajectories) not modelled.
+    MLP heads: 2 ms per epoch. sklearn heads: one epoch of 2 s. Shot noise: see
+    :func:`shot_seconds_per_epoch`.
     """
     if cfg.head == "finetune":  # pairs x 2 sentences through MiniLM, + embedding every split
         return 4e-3 * 2 * cfg.finetune_iterations * n_train * cfg.finetune_epochs + 60.0
@@ -88,6 +100,28 @@ PACK_SHARED = 0.3
 def pack_cost_factor(size: int) -> float:
     """Per-trial cost in a pack of ``size`` relative to the trial alone (CPU model)."""
     return PACK_SHARED + (1.0 - PACK_SHARED) / max(1, size)
+
+
+# Shot noise (trial.shots = S > 0) on the PQC's probabilities, per member and epoch (it is
+# not shared in a pack): training draws the Gaussian form over all 2^q probabilities of
+# every training sentence; evaluation draws S multinomial shots per validation sentence
+# and bins them by the probabilities. Fitted by `python -m orchestrator.benchmark_shots`.
+SHOT_TRAIN_S = 62e-9  # per training sentence and amplitude
+SHOT_EVAL_S = 44e-9  # per validation sentence and shot
+SHOT_EVAL_AMP_S = 0.0  # per validation sentence and amplitude
+
+
+def shot_seconds_per_epoch(cfg, n_train: int, n_val: int) -> float:
+    """Modelled CPU seconds that ``cfg.shots`` add to one epoch of one trial (0 without
+    shots or without a PQC)."""
+    if cfg.shots <= 0 or not cfg.is_quantum:
+        return 0.0
+    amplitudes = 2**cfg.qubits
+    return (
+        n_train * amplitudes * SHOT_TRAIN_S
+        + n_val * cfg.shots * SHOT_EVAL_S
+        + n_val * amplitudes * SHOT_EVAL_AMP_S
+    )
 
 
 def _makespan(jobs: list[float], concurrency: int) -> float:
@@ -153,34 +187,142 @@ def _pack_lines(spec, packs) -> list[str]:
     return lines
 
 
-def _encoder_facts(name: str, where: str) -> tuple[int | None, float]:
-    """(embedding width or None, sentences per second on 2 CPU cores) of an encoder."""
-    import json
+class DataCheck:
+    """What can be known offline about a study's data before it runs: whether its source
+    and encoders resolve, the texts to embed (when the source is local) and, per encoder,
+    its width, its embedding rate and the texts already in the embedding cache."""
 
-    config = Path(where).expanduser() / "config.json"
-    dim = None
-    if config.is_file():
+    def __init__(self, spec) -> None:
+        from model.data import LOCAL_DATA_HINT
+
+        self.spec = spec
+        self.problems: list[str] = []
+        self.texts: list[str] | None = None  # the unique texts of every data setting
+        self._hub_reason: tuple[str | None] | None = None
+        source = spec.data.source
+        if source.startswith("hf:"):
+            problem = self._hub_dataset_problem(source[3:])
+            if problem:
+                self.problems.append(f"data.source {source}: {problem} {LOCAL_DATA_HINT}")
+        else:
+            self.texts = self._local_texts()
+        self.encoders: dict[str, dict[str, Any]] = {}
+        for name in dict.fromkeys(d.encoder for d in spec.data_settings()):
+            self.encoders[name] = self._encoder(name)
+
+    def hub_reason(self) -> str | None:
+        """Why the Hugging Face hub cannot be used (asked once), or None."""
+        if self._hub_reason is None:
+            from model.data import hub_unavailable_reason
+
+            self._hub_reason = (hub_unavailable_reason(),)
+        return self._hub_reason[0]
+
+    def _hub_dataset_problem(self, name: str) -> str | None:
+        reason = self.hub_reason()
+        if reason is None:
+            return None  # reachable: loaded from the hub at run time
+        cached = _hub_dataset_cached(name)
+        if reason.startswith("offline mode"):
+            return None if cached else f"{reason} and the dataset is not in the local cache."
+        also = " (a copy is cached: HF_DATASETS_OFFLINE=1 uses it)" if cached else ""
+        return f"the Hugging Face hub cannot be used: {reason}{also}."
+
+    def _local_texts(self) -> list[str] | None:
+        from model.data import apply_protocol, load_labelled
+
+        spec = self.spec
         try:
-            dim = int(json.loads(config.read_text()).get("hidden_size") or 0) or None
-        except (ValueError, OSError, AttributeError):
-            dim = None
-    label = f"{name} {where}".lower()
-    if "minilm" in label:
-        return dim or 384, _MINILM_RATE
-    if "mpnet" in label:
-        return dim or 768, _MPNET_RATE
-    return dim, _MPNET_RATE
+            loaded = load_labelled(spec.data.source)
+            splits = [apply_protocol(loaded, d) for d in spec.data_settings()]
+        except (DataError, ConfigError) as err:
+            self.problems.append(f"data.source {spec.data.source}: {err}")
+            return None
+        return list(
+            dict.fromkeys(t for x in splits for t in (*x.train_text, *x.val_text, *x.test_text))
+        )
+
+    def _encoder(self, name: str) -> dict[str, Any]:
+        from model.embeddings import (
+            ENCODER_HINT,
+            cached_text_keys,
+            encoder_width,
+            local_encoder_dir,
+        )
+
+        where = self.spec.encoder_paths.get(name, name)
+        label = f"{name} {where}".lower()
+        rate = _MINILM_RATE if "minilm" in label else _MPNET_RATE
+        guess = 384 if "minilm" in label else 768 if "mpnet" in label else None
+        facts: dict[str, Any] = {"where": where, "rate": rate, "dim": guess, "cached": None}
+        shown = name if where == name else f"{name} (from {where})"
+        try:
+            directory = local_encoder_dir(where)
+        except EncoderError as err:
+            self.problems.append(f"encoder {shown}: {err}")
+            return facts
+        if directory is None:
+            reason = self.hub_reason()
+            if reason:
+                self.problems.append(
+                    f"encoder {shown} is not in the local Hugging Face cache and cannot be "
+                    f"downloaded: {reason}. {ENCODER_HINT}"
+                )
+            return facts
+        facts["dim"] = encoder_width(where) or guess
+        keys = cached_text_keys(where, self.spec.data.cache_dir or None)
+        if self.texts is None:
+            facts["held"] = len(keys)
+        else:
+            from model.embeddings import text_key
+
+            facts["cached"] = sum(text_key(t) in keys for t in self.texts)
+        return facts
+
+    def embed_seconds(self, name: str, rows: int) -> tuple[float, str]:
+        """(modelled seconds to embed what is not cached, what the cache holds) of one
+        encoder whose source has ``rows`` sentences."""
+        from orchestrator.progress import format_duration
+
+        facts = self.encoders[name]
+        if facts["cached"] is not None:
+            missing = len(self.texts or []) - facts["cached"]
+            held = f"{facts['cached']} of {len(self.texts or [])} sentences cached"
+        elif "held" in facts:
+            missing = max(0, rows - facts["held"])
+            held = f"the cache holds {facts['held']} sentences of it"
+        else:
+            missing, held = rows, "nothing cached"
+        seconds = missing / facts["rate"]
+        if missing == 0:
+            return 0.0, f"{held}: no embedding"
+        return seconds, f"{held}; ~{format_duration(seconds)} on 2 CPU cores for the rest"
 
 
-def _data_lines(spec, planned) -> tuple[list[str], float]:
+def _hub_dataset_cached(name: str) -> bool:
+    """Whether Hugging Face dataset ``name`` has a copy in the local caches (the hub's
+    download cache or the datasets library's own), without importing ``datasets``."""
+    import os
+
+    from huggingface_hub import constants
+
+    home = Path(os.environ.get("HF_HOME") or constants.HF_HOME).expanduser()
+    hub = Path(os.environ.get("HF_HUB_CACHE") or home / "hub").expanduser()
+    datasets = Path(os.environ.get("HF_DATASETS_CACHE") or home / "datasets").expanduser()
+    return (hub / f"datasets--{name.replace('/', '--')}").is_dir() or (
+        datasets / name.replace("/", "___")
+    ).is_dir()
+
+
+def _data_lines(spec, planned, check: DataCheck) -> tuple[list[str], float]:
     """The embedding work before the study (one model load per encoder), the trials of
     each data setting, trials whose qubits cannot amplitude-encode the width; and the
-    modelled embedding seconds when nothing is cached."""
-    from orchestrator.progress import format_duration
-
+    modelled seconds of embedding what is not cached yet."""
     settings = spec.data_settings()
-    encoders = list(dict.fromkeys(d.encoder for d in settings))
-    rows = _DEMO_ROWS if spec.data.source == "demo" else _SST2_ROWS
+    encoders = list(check.encoders)
+    rows = len(check.texts) if check.texts is not None else (
+        _DEMO_ROWS if spec.data.source == "demo" else _SST2_ROWS
+    )  # fmt: skip
     out = [
         f"embedding (driver, before the first trial): {len(encoders)} encoder load(s), one per "
         f"encoder, each embeds the ~{rows} sentences of source {spec.data.source} once for its "
@@ -188,16 +330,12 @@ def _data_lines(spec, planned) -> tuple[list[str], float]:
     ]
     dims: dict[str, int | None] = {}
     seconds = 0.0
-    for name in encoders:
-        where = spec.encoder_paths.get(name, name)
-        dim, rate = _encoder_facts(name, where)
-        dims[name] = dim
-        seconds += rows / rate
-        shown = f"{name} (from {where})" if where != name else name
-        out.append(
-            f"  {shown}: {f'{dim}-d' if dim else 'width unknown until loaded'}, "
-            f"~{format_duration(rows / rate)} on 2 CPU cores when nothing is cached"
-        )
+    for name, facts in check.encoders.items():
+        dims[name] = dim = facts["dim"]
+        embed_s, held = check.embed_seconds(name, rows)
+        seconds += embed_s
+        shown = f"{name} (from {facts['where']})" if facts["where"] != name else name
+        out.append(f"  {shown}: {f'{dim}-d' if dim else 'width unknown until loaded'}, {held}")
     if len(settings) > 1 and planned:
         out.append(f"data settings: {len(settings)} (one object-store object each)")
         for d in settings:
@@ -219,31 +357,68 @@ def _data_lines(spec, planned) -> tuple[list[str], float]:
     return out, seconds
 
 
+def run_problems(spec, *, study_dir: Path, resume: bool, check: DataCheck | None = None):
+    """What would make ``qsweep run`` fail before its first trial, found offline: a data
+    source or an encoder that does not resolve here, or a study directory the run refuses
+    (finished trials without --resume, another study). One paragraph each."""
+    problems = list((check or DataCheck(spec)).problems)
+    try:
+        prepare_study_dir(spec, study_dir, resume=resume)
+    except ConfigError as err:
+        problems.append(str(err))
+    return problems
+
+
+def finished_trials(spec, study_dir: Path) -> set[str]:
+    """Ids of the trials ``--resume`` keeps: final rows of ``trials.parquet`` that were
+    trained on the data setting the study plans for them (as the driver decides)."""
+    path = trials_path(study_dir)
+    if not path.exists():
+        return set()
+    table = ResultsTable(path, study=spec.name)
+    planned = {p.trial_id: p for p in spec.planned_trials()} if not spec.is_optuna else {}
+    return {
+        t for t in table.done_ids() if t not in planned or same_data(table.rows[t], planned[t].data)
+    }
+
+
 def estimate_seconds(
     spec, configs, sizes, concurrency: int, study_dir: Path, *, planned=None, packs=None
 ) -> tuple[float, str]:
     """Modelled wall seconds of a study and how they were modelled.
 
     Each trial alone costs epochs x (the median measured s/epoch of the study's
-    completed trials, or :func:`seconds_per_epoch`); ``planned`` trials (``configs`` in
-    the same order) are grouped into ``packs`` (default: the packs the driver will run;
-    :func:`pack_cost_factor`); the Ray trials are then laid out first-come first-served
-    on ``concurrency`` slots.
+    completed trials, or :func:`seconds_per_epoch` + :func:`shot_seconds_per_epoch`);
+    ``planned`` trials (``configs`` in the same order) are grouped into ``packs``
+    (default: the packs the driver will run): a pack costs its members' circuits x
+    :func:`pack_cost_factor` plus their shot noise, which packing does not share; the Ray
+    trials are then laid out first-come first-served on ``concurrency`` slots.
     """
+    if not configs:
+        return 0.0, "nothing to run"
     measured = _measured_s_per_epoch(study_dir)
-    cost = [  # seconds of each trial alone
-        (1 if is_epochless(c.head) else c.epochs)
-        * (measured if measured is not None else seconds_per_epoch(c, *size))
+
+    def epochs(c) -> int:
+        return 1 if is_epochless(c.head) else c.epochs
+
+    cost = [  # circuit seconds of each trial alone
+        epochs(c) * (measured if measured is not None else seconds_per_epoch(c, *size))
         for c, size in zip(configs, sizes, strict=True)
     ]
-    jobs, packed = cost, ""
+    shots = [  # shot-noise seconds of each trial (in the measured figure already)
+        0.0 if measured is not None else epochs(c) * shot_seconds_per_epoch(c, *size)
+        for c, size in zip(configs, sizes, strict=True)
+    ]
+    jobs, packed = [c + s for c, s in zip(cost, shots, strict=True)], ""
     if planned is not None:
         if packs is None:
             packs = _plan_packs(spec, planned, concurrency)
         if any(p.size > 1 for p in packs):
-            by_id = {t.trial_id: c for t, c in zip(planned, cost, strict=True)}
+            by_id = {t.trial_id: i for i, t in enumerate(planned)}
             jobs = [
-                sum(by_id[m.trial_id] for m in p.members) * pack_cost_factor(p.size) for p in packs
+                sum(cost[by_id[m.trial_id]] for m in p.members) * pack_cost_factor(p.size)
+                + sum(shots[by_id[m.trial_id]] for m in p.members)
+                for p in packs
             ]
             packed = (
                 f", {len(packs)} packs at {PACK_SHARED:g} + {1 - PACK_SHARED:g}/T of a trial each"
@@ -253,21 +428,37 @@ def estimate_seconds(
         how = f"measured: median {measured:.3g} s/epoch of the completed trials in {study_dir}/trials.parquet"
     else:
         n_sizes = set(sizes)
+        shot_counts = sorted({c.shots for c in configs if c.shots > 0 and c.is_quantum})
         how = (
-            "modelled: statevector cost scaled from a measured 14-qubit CPU step (2 threads), "
+            "modelled for an otherwise idle CPU: statevector cost scaled from a measured "
+            "14-qubit CPU step (2 threads), "
             + (
                 f"{sizes[0][0]} train + {sizes[0][1]} val sentences per epoch"
                 if len(n_sizes) == 1
                 else "train + val sentences per epoch of each trial's data setting"
             )
-            + "; noise/shots/GPU not modelled"
+            + (
+                f", shot noise ({', '.join(map(str, shot_counts))} shots) "
+                f"{sum(shots) / max(1e-9, sum(jobs)):.0%} of the time"
+                if shot_counts
+                else ""
+            )
+            + "; gate noise and GPUs not modelled"
         )
     return total, how + packed
 
 
-def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
-    """The --dry-run plan: trials, factors/points, resources and a cost estimate."""
+def plan_text(
+    spec, *, concurrency: int, study_dir: Path, resume: bool = False, check: DataCheck | None = None
+) -> str:
+    """The --dry-run plan: trials, factors/points, resources and a cost estimate.
+
+    With ``resume`` the trials that already have a final row in ``study_dir`` are counted
+    as done, as ``--resume`` would keep them, and only the others are estimated.
+    """
     from orchestrator.progress import format_duration
+
+    check = check or DataCheck(spec)
 
     out = [f"study {spec.name}" + (f": {spec.description}" if spec.description else "")]
     if spec.source:
@@ -299,11 +490,22 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
             )
     seeds = ", ".join(map(str, spec.seeds))
     n_train, n_val = _n_train(spec.data)
+    done = finished_trials(spec, study_dir)
+    kept = done if resume else set()
+    where = f"{study_dir}/trials.parquet"
     sizes: list[tuple[int, int]] = []  # (train, val) sentences of each trial in configs
+    todo = None
     if spec.is_optuna:
-        out.append(
-            f"trials: {spec.search.trials} optuna suggestions x {len(spec.seeds)} seed ({seeds}) = {spec.n_trials()}"
+        table = ResultsTable(trials_path(study_dir), study=spec.name) if done else None
+        suggested = {table.rows[t]["point_id"] for t in kept} if table else set()
+        left = max(0, spec.search.trials - len(suggested))
+        line = (
+            f"trials: {spec.search.trials} optuna suggestions x {len(spec.seeds)} seed ({seeds}) "
+            f"= {spec.n_trials()}"
         )
+        if resume:
+            line += f"; {len(suggested)} suggestions finished in {where}, {left} to make"
+        out.append(line)
         mid = {}
         for name, levels in spec.factors.items():
             if isinstance(levels, list):
@@ -312,13 +514,15 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
                 lo, hi = levels["low"], levels["high"]
                 value = math.sqrt(lo * hi) if levels["log"] else (lo + hi) / 2
                 mid[name] = int(round(value)) if isinstance(lo, int) else value
-        configs = [spec.trial_config(mid, spec.seeds[0])] * spec.n_trials()
+        configs = [spec.trial_config(mid, spec.seeds[0])] * (left * len(spec.seeds))
     else:
         planned = spec.planned_trials()
+        todo = [p for p in planned if p.trial_id not in kept]
         points = spec.points()
-        out.append(
-            f"trials: {len(points)} points x {len(spec.seeds)} seeds ({seeds}) = {len(planned)}"
-        )
+        line = f"trials: {len(points)} points x {len(spec.seeds)} seeds ({seeds}) = {len(planned)}"
+        if resume:
+            line += f"; {len(planned) - len(todo)} finished in {where} (kept), {len(todo)} to run"
+        out.append(line)
         if spec.search.kind != "grid" or len(points) <= 40:
             names = list(spec.factors)
             widths = [max(len(n), *(len(_fmt_level(p[n])) for p in points)) for n in names]
@@ -333,9 +537,14 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
                 out.append(f"  p{i:03d}   {cells}")
             if len(points) > 60:
                 out.append(f"  ... {len(points) - 60} more")
-        configs = [p.config for p in planned]
-        sizes = [_n_train(p.data) for p in planned]
-    data_lines, embed_s = _data_lines(spec, planned if not spec.is_optuna else [])
+        configs = [p.config for p in todo]
+        sizes = [_n_train(p.data) for p in todo]
+    if done and not resume:
+        out.append(
+            f"note: {where} holds {len(done)} finished trials: the run is refused without "
+            "--resume (add --resume to plan what it would run)"
+        )
+    data_lines, embed_s = _data_lines(spec, todo or [], check)
     out += data_lines
     res = spec.resources
     out.append(
@@ -347,23 +556,59 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
             f"early stopping: ASHA on {spec.metric}, grace_period={es['grace_period']} epochs, reduction_factor={es['reduction_factor']:g}"
         )
     out.append(f"retries per failing trial: {spec.retries}")
-    packs = _plan_packs(spec, None if spec.is_optuna else planned, concurrency)
+    packs = _plan_packs(spec, todo, concurrency)
     out += _pack_lines(spec, packs)
 
+    sizes = sizes or [(n_train, n_val)] * len(configs)
     total, how = estimate_seconds(
-        spec,
-        configs,
-        sizes or [(n_train, n_val)] * len(configs),
-        concurrency,
-        study_dir,
-        planned=None if spec.is_optuna else planned,
-        packs=packs,
+        spec, configs, sizes, concurrency, study_dir, planned=todo, packs=packs
     )
     epochs = sum(1 if is_epochless(c.head) else c.epochs for c in configs)
-    out.append(
-        f"cost estimate: {len(configs)} trials, {epochs} epochs in all, / {concurrency} concurrent "
-        f"~ {format_duration(total)} wall time ({how}); before it, embedding up to "
-        f"~{format_duration(embed_s)} (nothing cached yet)"
+    embedding = (
+        f"embedding ~{format_duration(embed_s)} of sentences not cached yet"
+        if embed_s
+        else "no embedding (every sentence is cached)"
     )
+    out.append(
+        f"cost estimate: {len(configs)} trials{' to run' if resume else ''}, {epochs} epochs in "
+        f"all, {concurrency} at a time ~ {format_duration(total)} wall time ({how}); before it, "
+        f"{embedding}"
+    )
+    if total > LONG_STUDY_S:
+        out += _speed_up_lines(spec, configs, sizes, concurrency, study_dir, todo, total)
     out.append(f"results: {study_dir}/ (trials.parquet, study.json, mlflow.db)")
     return "\n".join(out)
+
+
+LONG_STUDY_S = 24 * 3600.0  # estimates above this get suggestions for making them shorter
+
+
+def _speed_up_lines(spec, configs, sizes, concurrency, study_dir, todo, total) -> list[str]:
+    """Ways to shorten a long study, each with its modelled wall time where the CPU model
+    can say it."""
+    from orchestrator.packing import plan_packs, resolve_pack_size
+    from orchestrator.progress import format_duration
+
+    out = [
+        f"note: ~{format_duration(total)} on {concurrency} CPU slot(s) like this machine's; to shorten it:"
+    ]
+    if todo is not None and resolve_pack_size(spec) != "auto":
+        packs = plan_packs(todo, "auto", gpu=False, slots=concurrency)
+        if any(p.size > 1 for p in packs):
+            alt, _ = estimate_seconds(spec, configs, sizes, concurrency, study_dir, planned=todo,
+                                      packs=packs)  # fmt: skip
+            out.append(
+                f"  - pack trials (pack_size: auto, up to 16 per model on a CPU): ~{format_duration(alt)}"
+            )
+    if not spec.resources.get("gpu"):
+        out.append(
+            "  - GPUs: resources: {gpu: 1} (or a fraction) and pack_size: auto (up to 64 trials "
+            "per model on a GPU); the GPU speed is not modelled here"
+        )
+    wide = 8 * concurrency
+    alt, _ = estimate_seconds(spec, configs, sizes, wide, study_dir, planned=todo)
+    out.append(
+        f"  - a Ray cluster on Slurm: qsweep slurm submit {spec.source or 'SPACE.yaml'} --nodes N "
+        f"--max-concurrent K; K = {wide} (e.g. {8} machines like this one): ~{format_duration(alt)}"
+    )
+    return out

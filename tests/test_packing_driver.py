@@ -44,7 +44,7 @@ def test_packs_group_packable_keys_and_keep_plan_order():
     ids = [m.trial_id for p in packs for m in p.members]
     assert sorted(ids) == sorted(t.trial_id for t in spec.planned_trials())
     assert packs[0].pack_id == f"{packs[0].members[0].trial_id}+3"
-    assert pack_summary(packs) == "packs: 4 Ray trials for 12 trials (4 of 3)"
+    assert pack_summary(packs) == "packs: 4 Ray trials for 12 trials (4 packs of 3 trials)"
 
 
 def test_auto_packs_fill_every_concurrent_slot():

@@ -202,7 +202,10 @@ def test_run_refuses_a_locked_study(tmp_path, capsys):
     from orchestrator.cli import main
 
     space = tmp_path / "s.yaml"
-    space.write_text("name: s\nfixed: {epochs: 1}\nfactors: {qubits: [4]}\n")
+    space.write_text(
+        "name: s\ndata: {source: demo, encoder: minilm, n_per_class: 20}\n"
+        "fixed: {epochs: 1}\nfactors: {qubits: [9]}\n"
+    )
     study = tmp_path / "s"  # --results is the root: the study goes to <root>/s
     proc = _holder(study)
     try:
@@ -315,7 +318,11 @@ def test_prepare_study_dir_refuses_overwrite_and_a_different_study(tmp_path):
     record_study(_spec(), study_dir)
     first = read_study_json(study_dir)
     assert first["n_trials_planned"] == 2 and first["factors"] == {"qubits": [2, 3]}
-    with pytest.raises(ConfigError, match="is not empty"):
+    # study.json without a finished trial (a failed start): no --resume needed
+    prepare_study_dir(_spec(), study_dir, resume=False)
+    prepare_study_dir(_spec(factors={"qubits": [2, 4]}), study_dir, resume=True)
+    ResultsTable(study_dir / "trials.parquet", study="s").add(row("p000_s0"))
+    with pytest.raises(ConfigError, match="holds 1 finished trials"):
         prepare_study_dir(_spec(), study_dir, resume=False)
     prepare_study_dir(_spec(), study_dir, resume=True)
     with pytest.raises(ConfigError, match="has factors"):
