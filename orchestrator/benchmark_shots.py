@@ -16,7 +16,10 @@ training; 77 rows as one validation pass), in CPU time of this process (``--thre
 threads), so that other work on the machine disturbs the figures less than wall-clock
 epochs; every setting ``--repeats`` times, the fastest kept. It prints a, b and c fitted
 by least squares next to the constants :func:`orchestrator.plan.shot_seconds_per_epoch`
-uses.
+uses. In a real epoch, training with shots also reads Z out of the probabilities (and
+back), which this does not time: the planner's training constant is fitted to whole
+epochs instead (``python -m model.benchmark_trials --shots 0`` vs ``--shots 8192``; see
+the comment at ``SHOT_TRAIN_S``).
 """
 
 from __future__ import annotations

@@ -104,11 +104,18 @@ def pack_cost_factor(size: int) -> float:
 
 # Shot noise (trial.shots = S > 0) on the PQC's probabilities, per member and epoch (it is
 # not shared in a pack): training draws the Gaussian form over all 2^q probabilities of
-# every training sentence; evaluation draws S multinomial shots per validation sentence
-# and bins them by the probabilities. Fitted by `python -m orchestrator.benchmark_shots`.
-SHOT_TRAIN_S = 62e-9  # per training sentence and amplitude
-SHOT_EVAL_S = 44e-9  # per validation sentence and shot
-SHOT_EVAL_AMP_S = 0.0  # per validation sentence and amplitude
+# every training sentence and reads Z out of them (forward and backward); evaluation
+# draws S multinomial shots per validation sentence and bins them by the probabilities.
+# The evaluation constants are the CPU time of the sampler alone (`python -m
+# orchestrator.benchmark_shots --repeats 5`, 1 thread, 2026-12-03: 23.8 ns per shot,
+# 36.6 ns per amplitude). The training constant is fitted to whole epochs with and without
+# 8,192 shots (CPU kernel, 1 thread): 10 qubits, a pack of 8, +0.44 s per epoch (speed and
+# memory page, 2026-12-02), and 14 qubits, a pack of 4, +0.54-0.70 s per member and epoch
+# (2026-12-03, a loaded machine): about 80 ns per amplitude. The sampler alone takes 24:
+# the rest is the readout through the probabilities and its backward.
+SHOT_TRAIN_S = 80e-9  # per training sentence and amplitude
+SHOT_EVAL_S = 24e-9  # per validation sentence and shot
+SHOT_EVAL_AMP_S = 37e-9  # per validation sentence and amplitude
 
 
 def shot_seconds_per_epoch(cfg, n_train: int, n_val: int) -> float:
