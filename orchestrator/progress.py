@@ -18,6 +18,8 @@ def format_duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
+    if h >= 48:
+        return f"{h // 24}d{h % 24:02d}h"
     if h:
         return f"{h}h{m:02d}m"
     if m:

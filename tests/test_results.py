@@ -296,6 +296,7 @@ def test_progress_min_mode_and_resume_offset():
 
 def test_format_duration():
     assert [format_duration(s) for s in (5, 65, 3700)] == ["5s", "1m05s", "1h01m"]
+    assert format_duration(47 * 3600 + 120) == "47h02m" and format_duration(860 * 3600) == "35d20h"
 
 
 # --- the study directory and row building, without Ray -------------------------------
