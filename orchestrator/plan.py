@@ -142,12 +142,9 @@ def _makespan(jobs: list[float], concurrency: int) -> float:
 
 
 def _measured_s_per_epoch(study_dir: Path) -> float | None:
-    path = trials_path(study_dir)
-    if not path.exists():
-        return None
     done = [
         r
-        for r in ResultsTable(path, study="").rows.values()
+        for r in ResultsTable(trials_path(study_dir), study="").rows.values()
         if r["status"] == "completed" and r["epochs_run"] and r["wall_time_s"]
     ]
     # a packed row's wall time is its pack's: bring it back to one trial alone
@@ -377,12 +374,9 @@ def run_problems(spec, *, study_dir: Path, resume: bool, check: DataCheck | None
 
 
 def finished_trials(spec, study_dir: Path) -> set[str]:
-    """Ids of the trials ``--resume`` keeps: final rows of ``trials.parquet`` that were
+    """Ids of the trials ``--resume`` keeps: final rows of the study's table that were
     trained on the data setting the study plans for them (as the driver decides)."""
-    path = trials_path(study_dir)
-    if not path.exists():
-        return set()
-    table = ResultsTable(path, study=spec.name)
+    table = ResultsTable(trials_path(study_dir), study=spec.name)  # table + journal
     planned = {p.trial_id: p for p in spec.planned_trials()} if not spec.is_optuna else {}
     return {
         t for t in table.done_ids() if t not in planned or same_data(table.rows[t], planned[t].data)
