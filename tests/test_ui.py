@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.commands.ui import port_in_use
+from orchestrator.commands.ui import _group_alive, port_in_use
 from tests.services import free_port, stop_group
 from tests.test_sweep_cli import QSWEEP, ROOT
 
@@ -55,14 +55,6 @@ def _children(pid: int) -> list[int]:
             if int(fields[1]) == pid:  # field 4 of stat: the parent's pid
                 out.append(int(entry.name))
     return out
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.integration
