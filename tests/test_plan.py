@@ -14,13 +14,12 @@ import pytest
 from model.config import DataConfig, TrialConfig
 from orchestrator.cli import main
 from orchestrator.plan import (
-    DataCheck,
     estimate_seconds,
     plan_text,
-    run_problems,
     seconds_per_epoch,
     shot_seconds_per_epoch,
 )
+from orchestrator.precheck import DataCheck, run_problems
 from orchestrator.results import ResultsTable, prepare_study_dir, trial_row, trials_path
 from orchestrator.spec import spec_from_dict
 

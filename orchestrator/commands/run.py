@@ -7,7 +7,7 @@
 Exit status: 0 done (failed trials are rows, not a failed study), 2 a configuration or
 service error, 75 interrupted by SIGTERM/SIGUSR1 (rerun with ``--resume``). Before
 anything is written, the data source and the encoders are checked offline
-(:func:`orchestrator.plan.run_problems`); ``--dry-run`` prints the plan, then the same
+(:func:`orchestrator.precheck.run_problems`); ``--dry-run`` prints the plan, then the same
 problems, and exits 2 when there are any.
 
 A local Ray (no ``--address``, no ``$RAY_ADDRESS``) keeps Ray's token authentication and
@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
 
     study_dir = study_dir_in(Path(args.results), spec.name)
 
-    from orchestrator.plan import DataCheck, plan_text, run_problems
+    from orchestrator.plan import plan_text
+    from orchestrator.precheck import DataCheck, run_problems
 
     if args.dry_run:
         check = DataCheck(spec)
