@@ -235,8 +235,14 @@ def test_cli_config_uses_the_trials_shots_and_marks_its_qubits(tmp_path, capsys)
     assert "1000 shots (--shots)" in capsys.readouterr().out
     assert main(["energy", "--set", "qubits=12", "--qubits", "40:41"]) == 0
     text = capsys.readouterr().out
-    assert "8000 shots (the energy model's default; the trial simulates exact" in text
+    assert "8000 shots (the energy model's default)" in text  # --set qubits: not the shots
     assert "<- the trial" in text
+    assert main(["energy", "--set", "shots=4096", "--qubits", "40"]) == 0
+    assert "4096 shots (the trial's shots)" in capsys.readouterr().out
+    spec.write_text("name: s\nfixed: {qubits: 10}\nfactors: {}\n")  # a trial without shots
+    assert main(["energy", "--config", str(spec), "--qubits", "40"]) == 0
+    text = capsys.readouterr().out
+    assert "8000 shots (the energy model's default; the trial simulates exact" in text
 
 
 def test_cli_config_unknown_key_names_it(tmp_path, capsys):

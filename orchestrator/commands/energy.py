@@ -75,17 +75,17 @@ def run(args: argparse.Namespace) -> int:
     from model.energy import crossover_qubits, energy_table
 
     config = load_trial_config(args.config, args.overrides)
-    trial_set = bool(args.config) or any(
-        o.partition("=")[0].strip().removeprefix("trial.").removeprefix("fixed.") == "qubits"
+    given = {
+        o.partition("=")[0].strip().removeprefix("trial.").removeprefix("fixed.")
         for o in args.overrides
-    )
-    trial_qubits = config.qubits if trial_set else None
+    }
+    trial_qubits = config.qubits if args.config or "qubits" in given else None
     qubits = list(parse_qubit_range(args.qubits or "10:60"))
     if trial_qubits is not None and trial_qubits not in qubits:
         qubits = sorted([*qubits, trial_qubits])
     params = energy_params_from_args(args)
     shots_from = "--shots" if args.energy_shots is not None else "the energy model's default"
-    if args.energy_shots is None and trial_set:
+    if args.energy_shots is None and (args.config or "shots" in given):
         if config.shots > 0:
             params = dataclasses.replace(params, shots=config.shots)
             shots_from = "the trial's shots"
