@@ -390,8 +390,8 @@ def plan_text(
         sizes = [_n_train(p.data) for p in todo]
     if done and not resume:
         out.append(
-            f"note: {where} holds {len(done)} finished trials: the run is refused without "
-            "--resume (add --resume to plan what it would run)"
+            f"note: {where} holds {len(done)} finished trial{'s' if len(done) != 1 else ''}: "
+            "the run is refused without --resume (add --resume to plan what it would run)"
         )
     data_lines, embed_s = _data_lines(spec, todo or [], check)
     out += data_lines

@@ -490,17 +490,21 @@ def prepare_study_dir(
     """Refuse to overwrite finished trials without --resume; refuse to resume a different
     study. A directory that holds no finished trial (a start that failed before its first
     trial leaves study.json, mlflow.db and an empty table) counts as empty: the retry
-    needs no --resume, and its study.json is rewritten.
+    needs no --resume, and its study.json is rewritten. The trials of a sharded study's
+    shards (``shards/*/``) count as its finished trials.
 
     ``study_json_dir``: where study.json is when it is not ``study_dir`` (a shard of a job
     array: its own directory under ``shards/``, the plan in the study's directory, which
     the other shards share, so a shard is always checked against it).
     """
     contents = [p for p in study_dir.iterdir() if p.name != ".lock"] if study_dir.is_dir() else []
-    finished = ResultsTable(trials_path(study_dir), study=spec.name).done_ids()
+    finished: set[str] = set()  # the study's own and, of a sharded study, its shards'
+    for directory in table_dirs(study_dir):
+        finished |= ResultsTable(trials_path(directory), study=spec.name).done_ids()
     if contents and finished and not resume:
         raise ConfigError(
-            f"results directory {study_dir} holds {len(finished)} finished trials (and "
+            f"results directory {study_dir} holds {len(finished)} finished "
+            f"trial{'s' if len(finished) != 1 else ''} (and "
             f"{', '.join(sorted(p.name for p in contents)[:4])}); pass --resume to continue "
             "that study, or pick another --results directory."
         )

@@ -272,14 +272,18 @@ def test_progress_counts_packs_and_does_not_repeat_the_last_line():
     assert p.remaining_s() == pytest.approx(100.0 * 3 / 2 / 2)
     p.finished("b", "completed", 0.7, 100.0)
     assert "2/4 done, 2 running in 1 pack" in p.line()
+    clock.t = 150.0
     p.finished("c", "completed", 0.6, 100.0)
-    p.finished("d", "completed", 0.9, 100.0)
+    p.finished("d", "completed", 0.9, 100.0)  # the same second: held back by the rate limit
     assert "4/4 done, 0 running" in p.line()
+    assert "4/4 done" not in out.getvalue()
+    clock.t = 151.0
+    p.maybe_print(force=True)  # the driver's closing call: the last state, once
     lines = out.getvalue().splitlines()
-    clock.t = 101.0
-    p.maybe_print(force=True)  # the driver's closing call: nothing new, so nothing printed
-    assert out.getvalue().splitlines() == lines
     assert sum("4/4 done" in line for line in lines) == 1
+    clock.t = 152.0
+    p.maybe_print(force=True)  # a second forced call: nothing new, so nothing printed
+    assert out.getvalue().splitlines() == lines
     p.started("e")  # trials alone: no pack count
     assert ", 1 running |" in p.line()
 
@@ -323,13 +327,36 @@ def test_prepare_study_dir_refuses_overwrite_and_a_different_study(tmp_path):
     prepare_study_dir(_spec(), study_dir, resume=False)
     prepare_study_dir(_spec(factors={"qubits": [2, 4]}), study_dir, resume=True)
     ResultsTable(study_dir / "trials.parquet", study="s").add(row("p000_s0"))
-    with pytest.raises(ConfigError, match="holds 1 finished trials"):
+    with pytest.raises(ConfigError, match="holds 1 finished trial "):
         prepare_study_dir(_spec(), study_dir, resume=False)
     prepare_study_dir(_spec(), study_dir, resume=True)
     with pytest.raises(ConfigError, match="has factors"):
         prepare_study_dir(_spec(factors={"qubits": [2, 4]}), study_dir, resume=True)
     record_study(_spec(), study_dir)  # rewritten: created_at kept
     assert read_study_json(study_dir)["created_at"] == first["created_at"]
+
+
+def test_prepare_study_dir_of_a_sharded_study(tmp_path):
+    """A shard without finished trials is still held to the study.json its siblings share;
+    a study whose finished trials are all in its shards is not empty."""
+    from orchestrator.results import prepare_study_dir, record_study, shard_dir
+
+    study_dir = tmp_path / "s"
+    study_dir.mkdir()
+    record_study(_spec(), study_dir)
+    ResultsTable(study_dir / "trials.parquet", study="s").write()  # the study's empty table
+    first, second = shard_dir(study_dir, (0, 2)), shard_dir(study_dir, (1, 2))
+    prepare_study_dir(_spec(), second, resume=True, study_json_dir=study_dir)
+    with pytest.raises(ConfigError, match="has factors"):
+        prepare_study_dir(
+            _spec(factors={"qubits": [2, 4]}), second, resume=True, study_json_dir=study_dir
+        )
+    first.mkdir(parents=True)
+    ResultsTable(first / "trials.parquet", study="s").add(row("p000_s0"))
+    with pytest.raises(ConfigError, match="holds 1 finished trial "):
+        prepare_study_dir(_spec(), study_dir, resume=False)  # an unsharded rerun over it
+    with pytest.raises(ConfigError, match="has factors"):
+        prepare_study_dir(_spec(factors={"qubits": [2, 4]}), study_dir, resume=True)
 
 
 def test_trial_row_by_status():
