@@ -167,7 +167,8 @@ def finished_trials(spec, study_dir: Path) -> set[str]:
     """Ids of the trials ``--resume`` keeps: final rows of the study's table that were
     trained on the data setting the study plans for them (as the driver decides)."""
     table = ResultsTable(trials_path(study_dir), study=spec.name)  # table + journal
+    done = table.done_ids()
+    if not done:  # a new study: no need to plan its trials here (seconds at 100,000)
+        return set()
     planned = {p.trial_id: p for p in spec.planned_trials()} if not spec.is_optuna else {}
-    return {
-        t for t in table.done_ids() if t not in planned or same_data(table.rows[t], planned[t].data)
-    }
+    return {t for t in done if t not in planned or same_data(table.rows[t], planned[t].data)}

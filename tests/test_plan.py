@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from model.config import DataConfig, TrialConfig
 from orchestrator.cli import main
 from orchestrator.plan import (
+    DRIVER_S_PER_TRIAL,
     estimate_seconds,
     plan_text,
     seconds_per_epoch,
@@ -132,6 +134,46 @@ def test_shots_are_part_of_the_estimate_and_not_shared_in_packs(tmp_path):
     assert alone_noisy - alone == pytest.approx(800 * per_epoch)
     assert "shot noise (8192 shots)" in how and "% of the time" in how
     assert alone == pytest.approx(800 * seconds_per_epoch(cfg, *size))
+
+
+def test_the_driver_bounds_the_estimate_of_many_trivial_trials(tmp_path):
+    """100,000 one-epoch MLP trials: the slots' work is seconds, the one driver's 9 ms per
+    trial is 15 minutes; the estimate is the larger, and says why."""
+    spec = _spec(tmp_path)
+    cfg = TrialConfig(head="mlp", epochs=1)
+    n = 100_000
+    total, how = estimate_seconds(spec, [cfg] * n, [(40, 8)] * n, 2, tmp_path / "none")
+    assert total >= n * 0.009  # benchmark_scale: 9.05 ms of driver work per trial
+    assert f"the driver bounds it: {n} trials x 9 ms" in how
+    # long trials are not driver-bound: the estimate is their work on the slots
+    slow = TrialConfig(qubits=12, epochs=100)
+    work, how = estimate_seconds(spec, [slow] * 10, [(435, 77)] * 10, 2, tmp_path / "none")
+    assert work == pytest.approx(5 * 100 * seconds_per_epoch(slow, 435, 77))
+    assert work > 10 * DRIVER_S_PER_TRIAL and "driver" not in how
+
+
+@pytest.mark.slow
+def test_a_100000_trial_dry_run_counts_the_driver(tmp_path, capsys):
+    """qsweep run --dry-run of 100,000 trivial trials (1,000 learning rates x 100 seeds,
+    packed): the printed estimate is the driver's time, at least 100,000 x 9 ms."""
+    from orchestrator.progress import format_duration
+
+    doc = {
+        "name": "many",
+        "data": {"source": "demo", "encoder": "minilm", "n_per_class": 20,
+                 "cache_dir": str(tmp_path / "cache")},
+        "fixed": {"epochs": 1, "head": "mlp"},
+        "factors": {"learning_rate": [round(1e-6 * (i + 1), 9) for i in range(1000)]},
+        "seeds": list(range(100)),
+    }  # fmt: skip
+    space = tmp_path / "many.yaml"
+    space.write_text(yaml.safe_dump(doc))
+    assert main(["run", str(space), "--results", str(tmp_path / "r"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("cost estimate:"))
+    assert line.startswith("cost estimate: 100000 trials, 100000 epochs in all"), line
+    assert f"~ {format_duration(100_000 * DRIVER_S_PER_TRIAL)} wall time" in line, line
+    assert "the driver bounds it: 100000 trials x 9 ms" in line, line
 
 
 def test_a_long_study_gets_ways_to_shorten_it(tmp_path):
