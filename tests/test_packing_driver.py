@@ -95,7 +95,8 @@ def test_dry_run_cost_counts_packs_and_fifo_slots(tmp_path):
     assert _makespan([1.0] * 5, 2) == 3.0 and _makespan([2.0], 4) == 2.0
 
     def estimate(size: int) -> tuple[float, str]:
-        spec = _spec(pack_size=size, fixed={"head": "quantum", "qubits": 4, "epochs": 3})
+        # 10 qubits: the trials' work, not the driver's 9 ms per trial, sets the wall time
+        spec = _spec(pack_size=size, fixed={"head": "quantum", "qubits": 10, "epochs": 3})
         planned = spec.planned_trials()
         configs = [t.config for t in planned]
         return estimate_seconds(
@@ -105,6 +106,7 @@ def test_dry_run_cost_counts_packs_and_fifo_slots(tmp_path):
     (alone, how_alone), (packed, how_packed) = estimate(1), estimate(6)
     model = f"packs at {PACK_SHARED:g} + {1 - PACK_SHARED:g}/T"
     assert "packs" not in how_alone and f"2 {model}" in how_packed
+    assert "driver" not in how_alone + how_packed
     # 12 equal trials on 2 slots alone: 6 trial-times; 2 packs of 6, one per slot, each
     # (shared + (1 - shared)/6) x 6 trial-times
     assert packed / alone == pytest.approx((PACK_SHARED * 6 + 1 - PACK_SHARED) / 6)
