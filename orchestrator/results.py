@@ -487,19 +487,29 @@ def read_trials(study_dir: Path):
 def prepare_study_dir(
     spec: StudySpec, study_dir: Path, *, resume: bool, study_json_dir: Path | None = None
 ) -> None:
-    """Refuse to overwrite a study without --resume; refuse to resume a different study.
+    """Refuse to overwrite finished trials without --resume; refuse to resume a different
+    study. A directory that holds no finished trial (a start that failed before its first
+    trial leaves study.json, mlflow.db and an empty table) counts as empty: the retry
+    needs no --resume, and its study.json is rewritten. The trials of a sharded study's
+    shards (``shards/*/``) count as its finished trials.
 
     ``study_json_dir``: where study.json is when it is not ``study_dir`` (a shard of a job
-    array: its own directory under ``shards/``, the plan in the study's directory).
+    array: its own directory under ``shards/``, the plan in the study's directory, which
+    the other shards share, so a shard is always checked against it).
     """
     contents = [p for p in study_dir.iterdir() if p.name != ".lock"] if study_dir.is_dir() else []
-    if contents and not resume:
+    finished: set[str] = set()  # the study's own and, of a sharded study, its shards'
+    for directory in table_dirs(study_dir):
+        finished |= ResultsTable(trials_path(directory), study=spec.name).done_ids()
+    if contents and finished and not resume:
         raise ConfigError(
-            f"results directory {study_dir} is not empty (it holds {', '.join(sorted(p.name for p in contents)[:4])}); "
-            "pass --resume to continue that study, or pick another --results directory."
+            f"results directory {study_dir} holds {len(finished)} finished "
+            f"trial{'s' if len(finished) != 1 else ''} (and "
+            f"{', '.join(sorted(p.name for p in contents)[:4])}); pass --resume to continue "
+            "that study, or pick another --results directory."
         )
     old = read_study_json(study_json_dir or study_dir)
-    if old is not None and (resume or study_json_dir is not None):
+    if old is not None and (study_json_dir is not None or (resume and finished)):
         new = spec.study_dict()
         for key in ("name", "factors", "fixed", "search", "seeds"):
             if old.get(key) != new.get(key):

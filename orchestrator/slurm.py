@@ -484,9 +484,17 @@ class SlurmClient:
         _check_job_id(job_id)
         result = self._run(["scontrol", "show", "job", "-o", job_id])
         if result.returncode != 0 or "JobState=" not in result.stdout:
+            if "invalid job id" in result.output.lower() or (
+                result.returncode == 0 and not result.output
+            ):
+                raise ServiceError(
+                    f"Slurm does not know job {job_id} (a finished job is forgotten after "
+                    f"MinJobAge, 300 s by default):\n{result.output}"
+                )
             raise ServiceError(
-                f"Slurm does not know job {job_id} (it may be older than MinJobAge):\n"
-                f"{result.output}"
+                f"scontrol could not ask the Slurm controller about job {job_id} (exit "
+                f"{result.returncode}); is slurmctld running and reachable from here "
+                f"(`scontrol ping`)?\n{result.output}"
             )
         record = parse_scontrol_record(result.stdout.splitlines()[0])
         return JobInfo(

@@ -437,7 +437,7 @@ class _StudyCallback(Callback):
                 params=live.config,
                 tags={"qsweep.pack_id": live.pack_id},
             )
-            self.progress.started(live.trial_id)
+            self.progress.started(live.trial_id, pack_id=live.pack_id)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial, result: dict, **info: Any

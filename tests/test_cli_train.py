@@ -142,6 +142,22 @@ def test_circuit_exports_qasm_whose_simulation_matches_the_expectations(tmp_path
     np.testing.assert_allclose(z, simulate_qasm_z(text, 3), atol=1e-5)
 
 
+def test_circuit_takes_the_input_width_from_the_studys_encoder(tmp_path, capsys):
+    # quickstart: MiniLM (384-d) on 9 qubits (512 amplitudes); a 768-d input would not fit
+    study = ROOT / "search_spaces" / "quickstart.yaml"
+    qasm, expval = tmp_path / "c.qasm", tmp_path / "z.json"
+    out = ["--qasm", str(qasm), "--expval", str(expval)]
+    assert main(["circuit", str(study), *out]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "9 qubits" in err and "384-d input, the width of encoder minilm" in err
+    assert json.loads(expval.read_text())["qubits"] == 9
+    # an explicit width that does not fit: the error says where the width came from
+    assert main(["circuit", str(study), *out, "--dim", "768"]) == 2
+    err = capsys.readouterr().err
+    assert "too small to amplitude-encode 768" in err and "from --dim" in err
+    assert "--dim D" in err
+
+
 def test_circuit_refuses_classical_heads(tmp_path, capsys):
     cfg = write(tmp_path, "fixed: {head: mlp}\n")
     assert (

@@ -116,21 +116,25 @@ def test_resume_identity_includes_the_data_setting():
     assert data_key(data) != data_key(data.replace(n_per_class=16))
 
 
-def test_shipped_encoders_x_qubits_dry_run_shows_the_embedding_work(capsys, tmp_path):
+def test_shipped_encoders_x_qubits_dry_run_shows_the_embedding_work(capsys, tmp_path, monkeypatch):
     from orchestrator.cli import main
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # SST-2 from the hub is not cached
 
     space = ROOT / "search_spaces" / "encoders_x_qubits.yaml"
     mpnet = "sentence-transformers/all-mpnet-base-v2"
     code = main(["run", str(space), "--dry-run", "--results", str(tmp_path / "r"),
                  "--encoder-path", f"{mpnet}={tmp_path}/mpnet"])  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 0 and not (tmp_path / "r").exists()
+    out, err = capsys.readouterr()
+    # offline here: the plan is printed, then why the run would fail (exit 2)
+    assert code == 2 and not (tmp_path / "r").exists()
+    assert "data.source hf:SetFit/sst2" in err and f"{tmp_path}/mpnet" in err
     assert "2 encoder load(s), one per encoder" in out
     assert f"{mpnet} (from {tmp_path}/mpnet): 768-d" in out and "minilm: 384-d" in out
     assert (
         "data settings: 6" in out and f"{mpnet} | split_seed=2 | n_per_class=256: 4 trials" in out
     )
-    assert "= 24" in out and "embedding up to" in out and "warning" not in out
+    assert "= 24" in out and "before it, embedding ~" in out and "warning" not in out
     # --encoder cannot override a factor; --encoder-path names must be encoders of the study
     assert main(["run", str(space), "--dry-run", "--encoder", "minilm"]) == 2
     assert "--encoder-path NAME=DIR instead" in capsys.readouterr().err
@@ -138,15 +142,17 @@ def test_shipped_encoders_x_qubits_dry_run_shows_the_embedding_work(capsys, tmp_
     assert "not an encoder of this study" in capsys.readouterr().err
 
 
-def test_dry_run_warns_when_qubits_cannot_encode_the_width(capsys, tmp_path):
+def test_dry_run_warns_when_qubits_cannot_encode_the_width(capsys, tmp_path, monkeypatch):
     from orchestrator.cli import main
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # SST-2 from the hub is not cached
 
     space = tmp_path / "narrow.yaml"
     space.write_text(
         "name: narrow\nfixed: {head: quantum, epochs: 1}\n"
         "factors: {data.encoder: [minilm, sentence-transformers/all-mpnet-base-v2], qubits: [9]}\n"
     )
-    assert main(["run", str(space), "--dry-run"]) == 0
+    assert main(["run", str(space), "--dry-run"]) == 2  # offline: the hub's data, mpnet
     out = capsys.readouterr().out
     assert "warning: 1 trials with qubits=9, encoders=1 cannot amplitude-encode the 768-d" in out
     assert "384-d vectors" not in out

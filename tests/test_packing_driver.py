@@ -44,7 +44,7 @@ def test_packs_group_packable_keys_and_keep_plan_order():
     ids = [m.trial_id for p in packs for m in p.members]
     assert sorted(ids) == sorted(t.trial_id for t in spec.planned_trials())
     assert packs[0].pack_id == f"{packs[0].members[0].trial_id}+3"
-    assert pack_summary(packs) == "packs: 4 Ray trials for 12 trials (4 of 3)"
+    assert pack_summary(packs) == "packs: 4 Ray trials for 12 trials (4 packs of 3 trials)"
 
 
 def test_auto_packs_fill_every_concurrent_slot():
@@ -95,7 +95,8 @@ def test_dry_run_cost_counts_packs_and_fifo_slots(tmp_path):
     assert _makespan([1.0] * 5, 2) == 3.0 and _makespan([2.0], 4) == 2.0
 
     def estimate(size: int) -> tuple[float, str]:
-        spec = _spec(pack_size=size, fixed={"head": "quantum", "qubits": 4, "epochs": 3})
+        # 10 qubits: the trials' work, not the driver's 9 ms per trial, sets the wall time
+        spec = _spec(pack_size=size, fixed={"head": "quantum", "qubits": 10, "epochs": 3})
         planned = spec.planned_trials()
         configs = [t.config for t in planned]
         return estimate_seconds(
@@ -105,6 +106,7 @@ def test_dry_run_cost_counts_packs_and_fifo_slots(tmp_path):
     (alone, how_alone), (packed, how_packed) = estimate(1), estimate(6)
     model = f"packs at {PACK_SHARED:g} + {1 - PACK_SHARED:g}/T"
     assert "packs" not in how_alone and f"2 {model}" in how_packed
+    assert "driver" not in how_alone + how_packed
     # 12 equal trials on 2 slots alone: 6 trial-times; 2 packs of 6, one per slot, each
     # (shared + (1 - shared)/6) x 6 trial-times
     assert packed / alone == pytest.approx((PACK_SHARED * 6 + 1 - PACK_SHARED) / 6)
@@ -127,7 +129,8 @@ def _data() -> EmbeddedSplits:
 def _run(spec, study_dir, **kw):
     from orchestrator.tune_driver import run_study
 
-    return run_study(spec, study_dir=study_dir, data=_data(), stream=io.StringIO(), **kw)
+    kw.setdefault("stream", io.StringIO())
+    return run_study(spec, study_dir=study_dir, data=_data(), **kw)
 
 
 @pytest.mark.integration
@@ -143,7 +146,11 @@ def test_packed_study_rows_runs_resume_and_a_member_failing_alone(ray_session, t
         pack_size=4,
     )
     study = tmp_path / "packed"
-    outcome = _run(spec, study)
+    log = io.StringIO()
+    outcome = _run(spec, study, stream=log)
+    lines = log.getvalue().splitlines()
+    assert any("running in 2 packs" in line for line in lines), lines  # members of 2 packs
+    assert sum("8/8 done" in line for line in lines) == 1, lines  # the last line once
     df = pd.read_parquet(study / "trials.parquet").set_index("trial_id")
     assert (outcome.ran, len(df)) == (8, 8)
     assert df.pack_id.nunique() == 2 and (df.groupby("pack_id").size() == 4).all()

@@ -202,7 +202,10 @@ def test_run_refuses_a_locked_study(tmp_path, capsys):
     from orchestrator.cli import main
 
     space = tmp_path / "s.yaml"
-    space.write_text("name: s\nfixed: {epochs: 1}\nfactors: {qubits: [4]}\n")
+    space.write_text(
+        "name: s\ndata: {source: demo, encoder: minilm, n_per_class: 20}\n"
+        "fixed: {epochs: 1}\nfactors: {qubits: [9]}\n"
+    )
     study = tmp_path / "s"  # --results is the root: the study goes to <root>/s
     proc = _holder(study)
     try:
@@ -255,6 +258,36 @@ def test_progress_counts_best_and_remaining():
     assert len(lines) == 1 + 2 and "1/6 done" in lines[1] and "3/6 done" in lines[2]
 
 
+def test_progress_counts_packs_and_does_not_repeat_the_last_line():
+    clock, out = Clock(), io.StringIO()
+    p = Progress("s", 4, metric="val_accuracy", mode="max", concurrency=2, stream=out,
+                 clock=clock, interval_s=1e9)  # fmt: skip
+    for trial, pack in (("a", "a+2"), ("b", "a+2"), ("c", "c+2"), ("d", "c+2")):
+        p.started(trial, pack_id=pack)
+    assert "0/4 done, 4 running in 2 packs" in p.line()
+    clock.t = 100.0
+    p.finished("a", "completed", 0.8, 100.0)
+    assert "1/4 done, 3 running in 2 packs" in p.line()
+    # two packs of two on two slots: the pack still running needs one more pack time at most
+    assert p.remaining_s() == pytest.approx(100.0 * 3 / 2 / 2)
+    p.finished("b", "completed", 0.7, 100.0)
+    assert "2/4 done, 2 running in 1 pack" in p.line()
+    clock.t = 150.0
+    p.finished("c", "completed", 0.6, 100.0)
+    p.finished("d", "completed", 0.9, 100.0)  # the same second: held back by the rate limit
+    assert "4/4 done, 0 running" in p.line()
+    assert "4/4 done" not in out.getvalue()
+    clock.t = 151.0
+    p.maybe_print(force=True)  # the driver's closing call: the last state, once
+    lines = out.getvalue().splitlines()
+    assert sum("4/4 done" in line for line in lines) == 1
+    clock.t = 152.0
+    p.maybe_print(force=True)  # a second forced call: nothing new, so nothing printed
+    assert out.getvalue().splitlines() == lines
+    p.started("e")  # trials alone: no pack count
+    assert ", 1 running |" in p.line()
+
+
 def test_progress_min_mode_and_resume_offset():
     p = Progress(
         "s", 4, metric="val_loss", mode="min", concurrency=1, already_done=2, stream=io.StringIO()
@@ -267,6 +300,7 @@ def test_progress_min_mode_and_resume_offset():
 
 def test_format_duration():
     assert [format_duration(s) for s in (5, 65, 3700)] == ["5s", "1m05s", "1h01m"]
+    assert format_duration(47 * 3600 + 120) == "47h02m" and format_duration(860 * 3600) == "35d20h"
 
 
 # --- the study directory and row building, without Ray -------------------------------
@@ -289,13 +323,40 @@ def test_prepare_study_dir_refuses_overwrite_and_a_different_study(tmp_path):
     record_study(_spec(), study_dir)
     first = read_study_json(study_dir)
     assert first["n_trials_planned"] == 2 and first["factors"] == {"qubits": [2, 3]}
-    with pytest.raises(ConfigError, match="is not empty"):
+    # study.json without a finished trial (a failed start): no --resume needed
+    prepare_study_dir(_spec(), study_dir, resume=False)
+    prepare_study_dir(_spec(factors={"qubits": [2, 4]}), study_dir, resume=True)
+    ResultsTable(study_dir / "trials.parquet", study="s").add(row("p000_s0"))
+    with pytest.raises(ConfigError, match="holds 1 finished trial "):
         prepare_study_dir(_spec(), study_dir, resume=False)
     prepare_study_dir(_spec(), study_dir, resume=True)
     with pytest.raises(ConfigError, match="has factors"):
         prepare_study_dir(_spec(factors={"qubits": [2, 4]}), study_dir, resume=True)
     record_study(_spec(), study_dir)  # rewritten: created_at kept
     assert read_study_json(study_dir)["created_at"] == first["created_at"]
+
+
+def test_prepare_study_dir_of_a_sharded_study(tmp_path):
+    """A shard without finished trials is still held to the study.json its siblings share;
+    a study whose finished trials are all in its shards is not empty."""
+    from orchestrator.results import prepare_study_dir, record_study, shard_dir
+
+    study_dir = tmp_path / "s"
+    study_dir.mkdir()
+    record_study(_spec(), study_dir)
+    ResultsTable(study_dir / "trials.parquet", study="s").write()  # the study's empty table
+    first, second = shard_dir(study_dir, (0, 2)), shard_dir(study_dir, (1, 2))
+    prepare_study_dir(_spec(), second, resume=True, study_json_dir=study_dir)
+    with pytest.raises(ConfigError, match="has factors"):
+        prepare_study_dir(
+            _spec(factors={"qubits": [2, 4]}), second, resume=True, study_json_dir=study_dir
+        )
+    first.mkdir(parents=True)
+    ResultsTable(first / "trials.parquet", study="s").add(row("p000_s0"))
+    with pytest.raises(ConfigError, match="holds 1 finished trial "):
+        prepare_study_dir(_spec(), study_dir, resume=False)  # an unsharded rerun over it
+    with pytest.raises(ConfigError, match="has factors"):
+        prepare_study_dir(_spec(factors={"qubits": [2, 4]}), study_dir, resume=True)
 
 
 def test_trial_row_by_status():

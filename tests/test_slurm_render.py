@@ -509,6 +509,21 @@ def test_unknown_job_and_bad_job_id() -> None:
         SlurmClient(runner).job("12; rm -rf /")
 
 
+def test_no_controller_is_not_blamed_on_min_job_age() -> None:
+    down = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+    runner = FakeRunner({"squeue": _result(1, err=down), "scontrol": _result(1, err=down)})
+    with pytest.raises(ServiceError) as info:
+        SlurmClient(runner).job("17")
+    message = str(info.value)
+    assert "MinJobAge" not in message and "is slurmctld running" in message
+    assert "Unable to contact slurm controller" in message
+    gone = FakeRunner(
+        {"scontrol": _result(1, err="slurm_load_jobs error: Invalid job id specified")}
+    )
+    with pytest.raises(ServiceError, match="forgotten after MinJobAge"):
+        SlurmClient(gone).show("17")
+
+
 def test_wait_polls_until_terminal_and_times_out() -> None:
     states = [
         _result(out="17|PENDING|0:00||Priority\n"),
@@ -571,6 +586,29 @@ def test_dry_run_prints_script_and_writes_nothing(study: Path, tmp_path: Path, c
     slurm_cmd.run(shared, client=SlurmClient(runner))
     assert "--exclusive" not in capsys.readouterr().out
     assert not results.exists() and runner.calls == []
+
+
+def test_submit_warns_about_idle_gpus_and_a_missing_time_limit(tmp_path: Path, capsys) -> None:
+    cpu_study = tmp_path / "cpu.yaml"
+    cpu_study.write_text("name: cpu\nfactors: {}\nresources: {cpu: 1, gpu: 0}\n")
+    args = _parse(["slurm", "submit", str(cpu_study), "--gpus-per-node", "4", "--dry-run"])
+    assert slurm_cmd.run(args, client=SlurmClient(FakeRunner({}))) == 0
+    err = capsys.readouterr().err
+    assert "resources.gpu = 0" in err and "4 per node" in err and "GPUs stay idle" in err
+    assert "no --time" in err and "--time 24:00:00" in err
+    timed = _parse(["slurm", "submit", str(cpu_study), "--time", "01:00:00", "--dry-run"])
+    assert slurm_cmd.run(timed, client=SlurmClient(FakeRunner({}))) == 0
+    assert "warning" not in capsys.readouterr().err  # CPUs only, with a limit: nothing to say
+
+    gpu_study = tmp_path / "gpu.yaml"
+    gpu_study.write_text("name: gpu\nfactors: {}\nresources: {cpu: 1, gpu: 0.5}\n")
+    no_gpus = _parse(["slurm", "submit", str(gpu_study), "--time", "1:00:00", "--dry-run"])
+    with pytest.raises(ConfigError, match=r"resources.gpu = 0.5 .*--gpus-per-node 0"):
+        slurm_cmd.run(no_gpus, client=SlurmClient(FakeRunner({})))
+    gpus = ["--gpus-per-node", "2", "--time", "1:00:00", "--dry-run"]
+    fine = _parse(["slurm", "submit", str(gpu_study), *gpus])
+    assert slurm_cmd.run(fine, client=SlurmClient(FakeRunner({}))) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_submit_refuses_a_study_dir_as_results_root(study: Path, tmp_path: Path) -> None:

@@ -233,3 +233,19 @@ def test_2000_trials_killed_twice_resume_without_loss_or_duplicates(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     check_complete(results, "many", 2000)
+
+
+def test_a_local_run_keeps_ray_token_auth_and_does_not_warn(tmp_path):
+    """No --address: Ray's token authentication stays on (a token in ~/.ray) and its
+    'Token authentication is enabled' warning is not printed on every run."""
+    space = write_space(tmp_path / "auth.yaml", "auth", [3])
+    run_env = {k: v for k, v in env(0.05).items() if k != "RAY_AUTH_MODE"}
+    run_env["HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [*QSWEEP, "run", str(space), "--results", str(tmp_path / "r")], cwd=ROOT, env=run_env,
+        capture_output=True, text=True, timeout=600, start_new_session=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Token authentication" not in done.stderr, done.stderr[-3000:]
+    assert (tmp_path / "home" / ".ray" / "auth_token").is_file()
+    check_complete(tmp_path / "r" / "auth", "auth", 2)

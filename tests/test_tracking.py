@@ -33,7 +33,10 @@ def test_default_uri_is_absolute_sqlite(tmp_path, monkeypatch):
 
 def test_unreachable_server_fails_before_any_trial(tmp_path, capsys):
     space = tmp_path / "s.yaml"
-    space.write_text("name: s\nfixed: {epochs: 1}\nfactors: {qubits: [4]}\n")
+    space.write_text(
+        "name: s\ndata: {source: demo, encoder: minilm, n_per_class: 20}\n"
+        "fixed: {epochs: 1}\nfactors: {qubits: [9]}\n"
+    )
     uri = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     code = main(["run", str(space), "--results", str(tmp_path / "r"), "--mlflow-uri", uri])

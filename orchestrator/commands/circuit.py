@@ -5,8 +5,10 @@ bound, as OpenQASM 2.0 (``qelib1.inc`` gates), together with the simulator's exa
 Pauli-Z expectations of that same circuit (``{"z": [...]}``, qubit order q[0]..q[n-1]),
 so the circuit can be run on hardware or another simulator and compared.
 
-The input is a seeded random unit vector of the embedding width (``--dim``, default
-768) and the head's weights are the seeded initial weights: both follow ``--seed``.
+The input is a seeded random unit vector of the embedding width and the head's weights
+are the seeded initial weights: both follow ``--seed``. The width is ``--dim``, else that
+of the file's encoder (``data.encoder``: 384 for minilm, read from a local or cached
+model's files), else 768 (the paper's encoder).
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", help="YAML file with 'fixed'/'trial' settings (a study file works)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a trial setting (e.g. qubits=12) or the encoder (data.encoder=minilm); "
+        "repeatable",
+    )
     p.add_argument(
         "--qasm", metavar="OUT.qasm", required=True, help="where to write the OpenQASM 2.0 circuit"
     )
@@ -36,7 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="seed of the initial weights and the input (default 0)"
     )
     p.add_argument(
-        "--dim", type=int, default=768, help="embedding width of the random input (default 768)"
+        "--dim",
+        type=int,
+        default=None,
+        help="embedding width of the random input (default: the encoder's width, else 768)",
     )
     p.set_defaults(func=run)
 
@@ -46,24 +59,30 @@ def run(args: argparse.Namespace) -> int:
     from model.heads.registry import QUANTUM_HEADS
     from orchestrator.configfile import load_trial_file
 
-    trial, _ = load_trial_file(args.config, sets=args.sets)
+    trial, data = load_trial_file(args.config, sets=args.sets)
     if not trial.is_quantum:
         raise ConfigError(
             f"trial.head = {trial.head!r} has no quantum circuit; allowed for 'qsweep circuit': "
             f"{', '.join(QUANTUM_HEADS)}."
         )
-    if args.dim < 1:
-        raise ConfigError(f"--dim {args.dim} must be a positive embedding width.")
+    dim, where = input_width(args.dim, data.encoder)
     import torch
 
     from model.heads.quantum import QuantumHead
     from model.quantum.qasm import export_pqc
 
     torch.manual_seed(args.seed)
-    head = QuantumHead(trial.replace(shots=0, noise_p1=0.0, noise_p2=0.0, device="cpu"), args.dim)
+    try:
+        head = QuantumHead(trial.replace(shots=0, noise_p1=0.0, noise_p2=0.0, device="cpu"), dim)
+    except ConfigError as err:
+        if not str(err).startswith("trial.qubits"):
+            raise
+        raise ConfigError(
+            f"{err} The input width {dim} is {where}; export for another width with --dim D."
+        ) from None
     head.eval()
     gen = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(1, args.dim, generator=gen)
+    x = torch.randn(1, dim, generator=gen)
     x = x / x.norm()
     qasm, z = export_pqc(head, x)
     Path(args.qasm).parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         and not line.startswith(("OPENQASM", "include", "qreg", "creg", "measure", "//", "barrier"))
     )
     print(
-        f"wrote {args.qasm} ({trial.qubits} qubits, {n_gates} gates) and {args.expval}",
+        f"wrote {args.qasm} ({trial.qubits} qubits, {n_gates} gates; a {dim}-d input, {where}) "
+        f"and {args.expval}",
         file=sys.stderr,
     )
     if trial.shots or trial.noise_p1 or trial.noise_p2:
@@ -90,3 +110,23 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def input_width(dim: int | None, encoder: str) -> tuple[int, str]:
+    """(width of the exported input, where it comes from): ``--dim``, else the width of
+    ``encoder`` read offline from its files, else 768."""
+    from model.errors import ConfigError, EncoderError
+
+    if dim is not None:
+        if dim < 1:
+            raise ConfigError(f"--dim {dim} must be a positive embedding width.")
+        return dim, "from --dim"
+    from model.embeddings import encoder_width
+
+    try:
+        width = encoder_width(encoder)
+    except EncoderError:  # e.g. a directory that does not exist here
+        width = None
+    if width:
+        return width, f"the width of encoder {encoder}"
+    return 768, f"the default (the width of encoder {encoder} is not known offline)"

@@ -4,6 +4,8 @@
     qsweep energy --config search_spaces/quickstart.yaml --set reuploads=2 --shots 1000 --json e.json
 
 One option per field of :class:`model.energy.EnergyParams` (generated from the dataclass).
+With ``--config`` (or ``--set``) the trial's own ``shots`` are the QPU's unless ``--shots``
+is given, and its register size is marked in the table (added when outside ``--qubits``).
 """
 
 from __future__ import annotations
@@ -33,15 +35,16 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--qubits",
-        default="10:60",
+        default=None,
         metavar="A:B[:S]",
-        help="register sizes: A:B inclusive, A:B:S with step S, or one number (default: 10:60)",
+        help="register sizes: A:B inclusive, A:B:S with step S, or one number (default: 10:60, "
+        "plus the trial's qubits when --config or --set qubits= gives them)",
     )
     parser.add_argument(
         "--config",
         metavar="CONFIG.yaml",
-        help="YAML whose 'trial:' or 'fixed:' mapping sets the head (default: the paper's "
-        "ansatz, R=4 N=1 M=2 C=1, Rot gates)",
+        help="YAML whose 'trial:' or 'fixed:' mapping sets the head, its qubits and its shots "
+        "(default: the paper's ansatz, R=4 N=1 M=2 C=1, Rot gates)",
     )
     parser.add_argument(
         "--set",
@@ -71,12 +74,29 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from model.energy import crossover_qubits, energy_table
 
-    qubits = parse_qubit_range(args.qubits)
     config = load_trial_config(args.config, args.overrides)
+    given = {
+        o.partition("=")[0].strip().removeprefix("trial.").removeprefix("fixed.")
+        for o in args.overrides
+    }
+    trial_qubits = config.qubits if args.config or "qubits" in given else None
+    qubits = list(parse_qubit_range(args.qubits or "10:60"))
+    if trial_qubits is not None and trial_qubits not in qubits:
+        qubits = sorted([*qubits, trial_qubits])
     params = energy_params_from_args(args)
+    shots_from = "--shots" if args.energy_shots is not None else "the energy model's default"
+    if args.energy_shots is None and (args.config or "shots" in given):
+        if config.shots > 0:
+            params = dataclasses.replace(params, shots=config.shots)
+            shots_from = "the trial's shots"
+        else:
+            shots_from = "the energy model's default; the trial simulates exact expectations"
     rows = energy_table(config, qubits, params)
     crossover = crossover_qubits(config, params, _CROSSOVER_SEARCH)
-    print(format_table(config, params, rows, crossover))
+    print(
+        format_table(config, params, rows, crossover, trial_qubits=trial_qubits,
+                     shots_from=shots_from)
+    )  # fmt: skip
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,12 +195,22 @@ def energy_params_from_args(args: argparse.Namespace):
 
 
 # ------------------------------------------------------------------------------------
-def format_table(config, params, rows: list[dict[str, float]], crossover: int | None) -> str:
-    """The printed report: a heading, one line per register size, the crossover line."""
+def format_table(
+    config,
+    params,
+    rows: list[dict[str, float]],
+    crossover: int | None,
+    *,
+    trial_qubits: int | None = None,
+    shots_from: str = "",
+) -> str:
+    """The printed report: a heading, one line per register size (the trial's own size
+    marked), the crossover line."""
+    shots = f"{params.shots} shots" + (f" ({shots_from})" if shots_from else "")
     head = (
         f"Energy per inference of one input: head={config.head}, R={config.reuploads} "
         f"N={config.reupload_layers} M={config.main_layers} C={config.connectivity} "
-        f"rotation={config.rotation}; QPU {params.shots} shots, {params.qubit_power_w:g} W/qubit; "
+        f"rotation={config.rotation}; QPU {shots}, {params.qubit_power_w:g} W/qubit; "
         f"GPU {params.gpu_tflops:g} TFLOP/s, {params.gpu_power_w:g} W"
     )
     columns = ("qubits", "1Q gates", "2Q gates", "QPU time", "QPU energy", "GPUs", "GPU time")
@@ -199,7 +229,8 @@ def format_table(config, params, rows: list[dict[str, float]], crossover: int | 
             format_si(row["gpu_energy_j"], "J"),
             f"{row['gpu_to_qpu_energy']:.3g}",
         )
-        mark = "  <- crossover" if q == crossover else ""
+        marks = [m for m, at in (("crossover", crossover), ("the trial", trial_qubits)) if q == at]
+        mark = f"  <- {', '.join(marks)}" if marks else ""
         lines.append("  ".join(f"{c:>10}" for c in cells) + mark)
     lines.append("")
     if crossover is None:

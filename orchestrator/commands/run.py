@@ -5,12 +5,20 @@
     qsweep run search_spaces/quickstart.yaml --resume        # after a crash / preemption
 
 Exit status: 0 done (failed trials are rows, not a failed study), 2 a configuration or
-service error, 75 interrupted by SIGTERM/SIGUSR1 (rerun with ``--resume``).
+service error, 75 interrupted by SIGTERM/SIGUSR1 (rerun with ``--resume``). Before
+anything is written, the data source and the encoders are checked offline
+(:func:`orchestrator.precheck.run_problems`); ``--dry-run`` prints the plan, then the same
+problems, and exits 2 when there are any.
+
+A local Ray (no ``--address``, no ``$RAY_ADDRESS``) keeps Ray's token authentication and
+is started with ``RAY_AUTH_MODE=token`` set, so that Ray does not warn about it on every
+run; an explicit ``RAY_AUTH_MODE`` wins.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -142,12 +150,26 @@ def run(args: argparse.Namespace) -> int:
 
     study_dir = study_dir_in(Path(args.results), spec.name)
 
+    from orchestrator.plan import plan_text
+    from orchestrator.precheck import DataCheck, run_problems
+
     if args.dry_run:
-        from orchestrator.plan import plan_text
-
-        print(plan_text(spec, concurrency=concurrency, study_dir=study_dir))
+        check = DataCheck(spec)
+        print(plan_text(spec, concurrency=concurrency, study_dir=study_dir, resume=args.resume,
+                        check=check))  # fmt: skip
+        problems = run_problems(spec, study_dir=study_dir, resume=args.resume, check=check)
+        if problems:
+            raise ConfigError(_would_fail(problems))
         return 0
+    if not os.environ.get("QSWEEP_TEST_DATA"):  # a test hook replaces the data: not checked
+        problems = DataCheck(spec).problems
+        if problems:
+            raise ConfigError(_would_fail(problems))
 
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        # Ray reads the mode when it is imported; set, it starts a local cluster with token
+        # authentication (a token in ~/.ray/auth_token) and without its warning.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     from orchestrator.cluster import ClusterNeed
     from orchestrator.tune_driver import INTERRUPTED_EXIT, run_study
 
@@ -196,6 +218,14 @@ def parse_shard(text: str) -> tuple[int, int]:
             "shards; a Slurm array task passes $SLURM_ARRAY_TASK_ID/K)."
         )
     return int(index), int(shards)
+
+
+def _would_fail(problems: list[str]) -> str:
+    """One paragraph per problem, under a heading that says nothing was run."""
+    if len(problems) == 1:
+        return f"the run would fail before its first trial (nothing was run): {problems[0]}"
+    items = "\n".join(f"  {i}. {p}" for i, p in enumerate(problems, start=1))
+    return f"the run would fail before its first trial (nothing was run):\n{items}"
 
 
 def _encoder_paths(items: list[str], spec) -> dict[str, str]:

@@ -35,18 +35,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="slurm_command", metavar="ACTION")
     sub.required = True
 
-    submit = sub.add_parser("submit", help="render the batch script and sbatch it")
+    submit = sub.add_parser(
+        "submit",
+        help="render the batch script and sbatch it",
+        description="Render the batch script of a study (a Ray cluster over the allocation, "
+        "the study driver on its head node) and submit it with sbatch. The job stops "
+        "gracefully on USR1 before its time limit and requeues itself; the next run "
+        "continues the study with --resume. --dry-run prints the script instead.",
+    )
     submit.add_argument("space", help="study YAML (search space)")
     submit.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
     submit.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default 0)")
     submit.add_argument(
         "--cpus-per-node", type=int, default=None, help="CPUs per node (default: all Slurm gives)"
     )
-    submit.add_argument("--partition")
-    submit.add_argument("--time", help="time limit, e.g. 04:00:00 or 1-00:00:00")
-    submit.add_argument("--account")
-    submit.add_argument("--qos")
-    submit.add_argument("--constraint")
+    submit.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    submit.add_argument(
+        "--time",
+        help="time limit, e.g. 04:00:00 or 1-00:00:00; the USR1 stop-and-requeue needs one",
+    )
+    submit.add_argument("--account", help="Slurm account to charge (sbatch --account)")
+    submit.add_argument("--qos", help="quality of service (sbatch --qos)")
+    submit.add_argument(
+        "--constraint", help="node features the nodes must have, e.g. a100 (sbatch --constraint)"
+    )
     submit.add_argument("--job-name", help="default qsweep-<study>")
     submit.add_argument(
         "--sbatch-arg",
@@ -110,16 +122,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="wait for the job to end; exit non-zero with its output if it did not complete",
     )
 
-    status = sub.add_parser("status", help="state of a job (or of your qsweep jobs)")
+    status = sub.add_parser(
+        "status",
+        help="state of a job (or of your qsweep jobs)",
+        description="The state of a job (squeue, or scontrol for a finished one): elapsed "
+        "time, nodes, reason, the study's latest progress line and, for a job that did "
+        "not complete, the last lines of its output. Without a job id: your queued jobs.",
+    )
     status.add_argument("job_id", nargs="?", help="job id (default: your queued jobs)")
 
-    logs = sub.add_parser("logs", help="print a job's output file")
-    logs.add_argument("job_id")
+    logs = sub.add_parser(
+        "logs",
+        help="print a job's output file",
+        description="Print the output file of a job (the Ray cluster's and the driver's "
+        "lines), found through scontrol or under RESULTS/*/slurm/.",
+    )
+    logs.add_argument("job_id", help="job id")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
     logs.add_argument("--results", default="results", help="results root to search")
 
-    cancel = sub.add_parser("cancel", help="cancel a job")
-    cancel.add_argument("job_id")
+    cancel = sub.add_parser(
+        "cancel",
+        help="cancel a job",
+        description="Cancel a job with scancel. The study keeps the trials that finished; "
+        "resubmit the same command to continue it.",
+    )
+    cancel.add_argument("job_id", help="job id")
 
     parser.set_defaults(func=run)
 
@@ -132,19 +160,47 @@ def run(args: argparse.Namespace, client: object | None = None) -> int:
     return action[args.slurm_command](args, client)
 
 
-def _study_name(path: Path) -> str:
-    """The study's name, after validating the whole file (errors surface before sbatch)."""
-    from orchestrator.spec import load_spec
+def submit_warnings(resources: dict, args: argparse.Namespace) -> list[str]:
+    """What a job with these options would waste or miss; a study that needs GPUs on a job
+    without any is a ConfigError (Ray could not start a single trial)."""
+    from model.errors import ConfigError
 
-    return load_spec(path).name
+    gpu = float(resources.get("gpu", 0) or 0)
+    if gpu > 0 and not args.gpus_per_node:
+        raise ConfigError(
+            f"the study asks for resources.gpu = {gpu:g} per trial but the job asks for no "
+            "GPUs (--gpus-per-node 0): Ray would have none and could not start any trial. "
+            "Pass --gpus-per-node N, or set resources: {gpu: 0} in the study to run on CPUs."
+        )
+    out = []
+    if gpu == 0 and args.gpus_per_node:
+        out.append(
+            f"the study asks for no GPUs per trial (resources.gpu = 0) but the job asks for "
+            f"{args.gpus_per_node} per node: the trials run on the CPUs and the GPUs stay idle. "
+            "Set resources: {gpu: 1} (or a fraction such as 0.25) in the study to use them, "
+            "or drop --gpus-per-node."
+        )
+    if args.time is None or args.time.upper() == "UNLIMITED":
+        given = "no --time" if args.time is None else f"--time {args.time}"
+        out.append(
+            f"{given}: the job gets the partition's default time limit, if it has one. The "
+            f"graceful stop and requeue (USR1 {args.signal_seconds} s before the limit) fires "
+            "only before a time limit: without one it never fires, and an unknown default may "
+            "end the study sooner than planned. Pass --time, e.g. --time 24:00:00."
+        )
+    return out
 
 
 def _submit(args: argparse.Namespace, client) -> int:
     from orchestrator.results import study_dir_in
     from orchestrator.slurm import SlurmOptions, render_sbatch, study_dir
+    from orchestrator.spec import load_spec
 
     space = Path(args.space).resolve()
-    name = _study_name(space)
+    spec = load_spec(space)  # validate the whole file: errors surface before sbatch
+    name = spec.name
+    for warning in submit_warnings(spec.resources, args):
+        print(f"qsweep slurm submit: warning: {warning}", file=sys.stderr)
     study_dir_in(Path(args.results), name)  # an old-layout --results is an error here
     options = SlurmOptions(
         study_file=str(space),
