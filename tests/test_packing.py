@@ -89,6 +89,15 @@ def test_pack_refuses_configs_that_differ_in_architecture():
     assert pack_key(cfg) != pack_key(cfg.replace(batch_size=3))
 
 
+def test_pack_key_is_every_non_packable_field_of_the_config():
+    from model.packing import PACKABLE_KEYS
+
+    cfg = TrialConfig(head="quantum", qubits=12, encoders=2, shots=64, learning_rate=0.01, seed=3)
+    reference = sorted((k, v) for k, v in cfg.to_dict().items() if k not in PACKABLE_KEYS)
+    assert list(pack_key(cfg)) == reference
+    assert {"seed", "learning_rate"} <= set(PACKABLE_KEYS)
+
+
 def test_a_diverging_member_fails_alone():
     data = _data()
     cfg = TrialConfig(head="mlp", hidden=4, epochs=3, batch_size=8, device="cpu")
