@@ -219,8 +219,8 @@ class ResultsTable:
 
     def compact(self) -> None:
         """Fold the journal into ``trials.parquet`` (atomically) and remove the journal."""
-        rows = self.load_rows()
-        self._write_table(list(rows.values()))
+        if self._rows is not None or not self._compact_columnar():  # edited rows: write them
+            self._write_table(list(self.load_rows().values()))
         self.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.journal)
@@ -242,12 +242,43 @@ class ResultsTable:
             os.close(self._fd)
             self._fd = None
 
+    def _compact_columnar(self) -> bool:
+        """The driver's compaction: the table stays in Arrow's columns (only the journal's
+        rows become Python dicts), so a compaction's memory is the table's compact size, not
+        every row as a dict (which grew the driver by ~250 MB per 10,000 trials). False when
+        the table's schema is not the current one (an older table): the row path rewrites it."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        journal = {r["trial_id"]: r for r in self._journal_rows()}
+        fresh = [normalise_row(r, study=self.study or r.get("study")) for r in journal.values()]
+        new = pa.Table.from_pylist(fresh, schema=_schema()) if fresh else _schema().empty_table()
+        if self.path.exists():
+            try:
+                old = pq.read_table(self.path)
+            except Exception as err:  # noqa: BLE001 - pyarrow raises several types
+                raise DataError(damaged_table_message(self.path, err)) from None
+            if not old.schema.equals(_schema()):
+                return False
+            if journal:
+                replaced = pc.is_in(old["trial_id"], value_set=pa.array(list(journal), pa.string()))
+                old = old.filter(pc.invert(replaced))
+            new = pa.concat_tables([old, new])
+        self._write_arrow(new)
+        return True
+
     def _write_table(self, rows: list[dict[str, Any]]) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         rows = [normalise_row(r, study=self.study or r.get("study")) for r in rows]
         table = pa.Table.from_pylist(rows, schema=_schema()) if rows else _schema().empty_table()
+        self._write_arrow(table)
+
+    def _write_arrow(self, table) -> None:
+        """Write ``table`` as trials.parquet: a temp file, fsync, then one rename."""
+        import pyarrow.parquet as pq
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:

@@ -84,6 +84,46 @@ def test_journal_and_table_merge_with_the_journal_winning(tmp_path):
     assert frame.loc["p001_s0", "val_accuracy"] == 0.9 and len(frame) == 3
 
 
+def test_columnar_compaction_equals_the_row_path(tmp_path):
+    """The driver folds the journal into the table in Arrow's columns; the result is the
+    table the row-by-row path writes (a rerun row replaces its id, new ids are added)."""
+    tables = {}
+    for kind in ("columnar", "rows"):
+        path = tmp_path / kind / "trials.parquet"
+        table = ResultsTable(path, study="s")
+        for i in range(6):
+            table.add(row(f"p{i:03d}_s0", val_accuracy=i / 10))
+        table.compact()
+        table.add(row("p002_s0", val_accuracy=0.99))
+        table.add(row("p007_s0", status="failed", error="boom"))
+        table.add(row("p007_s0", val_accuracy=0.7))  # the journal's later line wins
+        if kind == "rows":
+            assert len(table.rows) == 7  # loaded rows: compact writes them row by row
+        table.compact()
+        assert not table.journal.exists()
+        tables[kind] = pq.read_table(path).to_pandas().sort_values("trial_id", ignore_index=True)
+    a, b = tables["columnar"], tables["rows"]
+    assert list(a.columns) == list(b.columns) and len(a) == 7
+    assert a.equals(b)
+    assert a.set_index("trial_id").loc["p002_s0", "val_accuracy"] == 0.99
+    assert a.set_index("trial_id").loc["p007_s0", "status"] == "completed"
+
+
+def test_compaction_rewrites_a_table_of_an_older_schema_row_by_row(tmp_path):
+    import pyarrow as pa
+
+    path = tmp_path / "trials.parquet"
+    old = pa.Table.from_pylist([{"trial_id": "p000_s0", "point_id": "p000", "status": "completed",
+                                 "val_accuracy": 0.5, "seed": 0}])  # fmt: skip
+    pq.write_table(old, path)
+    table = ResultsTable(path, study="s")
+    table.add(row("p001_s0", val_accuracy=0.6))
+    table.compact()
+    written = pq.read_table(path)
+    assert sorted(written["trial_id"].to_pylist()) == ["p000_s0", "p001_s0"]
+    assert set(RESULT_COLUMNS) <= set(written.schema.names)
+
+
 def test_torn_journal_line_is_skipped_and_cut_off_by_the_next_writer(tmp_path):
     """A driver SIGKILLed mid-append leaves half a line: readers skip that trial (--resume
     reruns it) and the next writer cuts it off before appending."""
