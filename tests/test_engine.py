@@ -212,7 +212,7 @@ def test_engine_column_and_mlflow_tag(tmp_path):
     and the trial's MLflow run (tag qsweep.engine), and reads back from both."""
     import pyarrow.parquet as pq
 
-    from orchestrator.results import RESULT_COLUMNS, ResultsTable, trial_row, utc_now
+    from orchestrator.results import RESULT_COLUMNS, ResultsTable, read_trials, trial_row, utc_now
     from orchestrator.tracking import TrialLogger, default_tracking_uri, load_trial_runs
 
     assert "engine" in RESULT_COLUMNS
@@ -222,7 +222,9 @@ def test_engine_column_and_mlflow_tag(tmp_path):
                     started_at=utc_now(), last=last)  # fmt: skip
     table = ResultsTable(tmp_path / "trials.parquet", study="s")
     table.add(row)
+    table.compact()  # folds the journal into trials.parquet
     assert pq.read_table(table.path).to_pylist()[0]["engine"] == "cpu-kernel"
+    assert read_trials(tmp_path)["engine"].tolist() == ["cpu-kernel"]
 
     uri = default_tracking_uri(tmp_path)
     logger = TrialLogger(uri, "s")
