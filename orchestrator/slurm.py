@@ -229,6 +229,8 @@ def gpu_sharing(o: SlurmOptions, max_concurrent: int | None = None) -> str:
         per_node = min(per_node, int(o.cpus_per_node // o.cpu_per_trial))
     total = per_node * o.nodes
     text = f"GPU sharing: {how}; up to {per_node} trials per node, {total} at once"
+    if o.array > 1:  # each array task is a job of its own, with its own nodes and Ray
+        text += f" in each of the {o.array} array tasks"
     limit = o.max_concurrent or max_concurrent
     if limit is not None and limit < total:
         text += (

@@ -82,6 +82,8 @@ def test_sharing_line_counts_gpus_cpus_and_max_concurrent():
     assert gpu_sharing(o, 8).endswith(
         "; max_concurrent 8 runs 8 at once (--max-concurrent 32 fills them)"
     )
+    shards = SlurmOptions(**BASE, nodes=2, gpus_per_node=4, gpu_per_trial=0.25, array=3)
+    assert gpu_sharing(shards).endswith("32 at once in each of the 3 array tasks")
     few_cpus = SlurmOptions(**BASE, gpus_per_node=4, gpu_per_trial=0.25, cpus_per_node=10)
     assert "up to 10 trials per node, 10 at once" in gpu_sharing(few_cpus)
     two = SlurmOptions(**BASE, gpus_per_node=4, gpu_per_trial=2)
