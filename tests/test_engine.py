@@ -226,9 +226,20 @@ def test_engine_column_and_mlflow_tag(tmp_path):
     assert pq.read_table(table.path).to_pylist()[0]["engine"] == "cpu-kernel"
     assert read_trials(tmp_path)["engine"].tolist() == ["cpu-kernel"]
 
+    # a trial logged call by call, and one written in bulk (short trials, tracking/bulk.py)
     uri = default_tracking_uri(tmp_path)
     logger = TrialLogger(uri, "s")
-    logger.start("p000_s0", point_id="p000", seed=0, params=config)
+    api_id = logger.start("p000_s0", point_id="p000", seed=0, params=config)
     logger.finish("p000_s0", row)
+    assert logger.can_bulk()
+    (bulk_id,) = logger.write_finished([logger.finished_run({**row, "trial_id": "p001_s0"})])
     runs = load_trial_runs(uri, "s").set_index("trial_id")
-    assert runs.loc["p000_s0", "engine"] == "cpu-kernel"
+    assert runs.loc["p000_s0", "engine"] == runs.loc["p001_s0", "engine"] == "cpu-kernel"
+
+    def tags(run_id):  # the final tags, written both ways
+        got = logger.client.get_run(run_id).data.tags
+        return {k: got[k] for k in ("qsweep.engine", "qsweep.device", "qsweep.status")}
+
+    assert tags(bulk_id) == tags(api_id) == {
+        "qsweep.engine": "cpu-kernel", "qsweep.device": "cpu", "qsweep.status": "completed"
+    }  # fmt: skip
