@@ -72,3 +72,46 @@ def test_quick_run_measures_the_ten_qubit_rows_on_cpu(tmp_path, capsys):
     caption = out[out.index("\ncpu (") + 1 :].splitlines()[0]
     assert record["date"] in caption and "800 x the steady-state s/epoch" in caption
     assert "| 10 qubits, pack of 2 | CUDA graphs off |" in out
+
+
+# tests/gpu_check.sh, the device check in one call, in its dry form (no CUDA here)
+cpu_only = pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="on a GPU the script is the device check"
+)
+
+
+def _gpu_check(tmp_path, seconds: int):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, GPU_CHECK_S=str(seconds))
+    return subprocess.run(["bash", "tests/gpu_check.sh"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=seconds + 60)  # fmt: skip
+
+
+@cpu_only
+@pytest.mark.slow
+def test_gpu_check_dry_run_skips_the_cuda_tests_and_smoke_runs_the_benchmark(tmp_path):
+    proc = _gpu_check(tmp_path, 420)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "available False" in (tmp_path / "env.txt").read_text()
+    tests = (tmp_path / "test_gpu.log").read_text()
+    assert "needs a CUDA GPU" in tests and " skipped in " in tests and "passed" not in tests
+    log = (tmp_path / "benchmark_gpu.log").read_text()
+    assert "| 10 qubits, pack of 2 | CUDA graphs off |" in log
+    rows = json.loads((tmp_path / "benchmark_gpu.json").read_text())["rows"]
+    assert [r["what"] for r in rows][-1] == "10 qubits, pack of 2"
+    assert "no CUDA GPU: a CPU smoke run" in proc.stdout
+    assert "tests exit 0, benchmark exit 0" in proc.stdout
+
+
+@cpu_only
+def test_gpu_check_within_a_budget_too_short_for_the_benchmark_says_so(tmp_path):
+    proc = _gpu_check(tmp_path, 60)  # the tests get a third, the benchmark needs 75 s more
+    assert proc.returncode == 124
+    assert "no time left for model.benchmark_gpu (GPU_CHECK_S=60)" in proc.stdout
+    assert "tests exit 0, benchmark exit 124" in proc.stdout
+    assert (tmp_path / "test_gpu.log").exists() and not (tmp_path / "benchmark_gpu.json").exists()

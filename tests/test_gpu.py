@@ -2,8 +2,8 @@
 
 CI has no GPU: these tests are marked ``gpu`` and skip with that reason on a CPU-only
 machine. On the device machine they run with the model code alone (no Ray, MLflow or
-Optuna): ``PYTHONPATH=. python3 -m pytest -m gpu tests/test_gpu.py``, then
-``PYTHONPATH=. python3 -m model.benchmark_gpu`` (docs/development.md, docs/speed-and-memory.md).
+Optuna), before ``model.benchmark_gpu``, in one call: ``bash tests/gpu_check.sh``
+(docs/development.md, "The GPU check").
 """
 
 from __future__ import annotations
