@@ -328,7 +328,6 @@ def plan_text(
     as done, as ``--resume`` would keep them, and only the others are estimated.
     """
     from orchestrator.progress import format_duration
-    from orchestrator.spec import trials_per_gpu
 
     check = check or DataCheck(spec)
 
@@ -419,11 +418,8 @@ def plan_text(
     data_lines, embed_s = _data_lines(spec, todo or [], check)
     out += data_lines
     res = spec.resources
-    share = trials_per_gpu(res["gpu"])
-    shared = f" ({share} trials share each GPU)" if share > 1 else ""
     out.append(
-        f"resources per trial: cpu={res['cpu']:g} gpu={res['gpu']:g}{shared}; "
-        f"max concurrent trials: {concurrency}"
+        f"resources per trial: cpu={res['cpu']:g} gpu={res['gpu']:g}; max concurrent trials: {concurrency}"
     )
     if spec.early_stopping:
         es = spec.early_stopping

@@ -48,16 +48,6 @@ def test_other_gpu_values_are_config_errors(gpu):
         _spec(resources={"gpu": gpu})
 
 
-def test_dry_run_plan_says_how_many_trials_share_a_gpu(tmp_path):
-    from orchestrator.plan import plan_text
-
-    spec = _spec(resources={"cpu": 1, "gpu": "1/4"}, factors={"learning_rate": [0.01, 0.02]})
-    text = plan_text(spec, concurrency=2, study_dir=tmp_path)
-    assert "resources per trial: cpu=1 gpu=0.25 (4 trials share each GPU)" in text
-    alone = plan_text(_spec(resources={"gpu": 1}), concurrency=2, study_dir=tmp_path)
-    assert "gpu=1; max concurrent" in alone and "share each GPU" not in alone
-
-
 def test_auto_packs_of_a_trial_sharing_a_gpu_fit_its_share_of_the_memory():
     from model.config import TrialConfig
     from model.packing import auto_pack_size
