@@ -618,14 +618,14 @@ def _resources(value: Any) -> dict[str, float]:
             f"resources.{shorten(str(unknown[0]))} is not allowed; allowed: cpu, gpu."
         )
     cpu = value.get("cpu", 1.0)
-    if (
-        isinstance(cpu, bool)
-        or not isinstance(cpu, (int, float))
-        or not math.isfinite(cpu)
-        or cpu <= 0
-    ):
+    if not _finite_number(cpu) or cpu <= 0:
         raise ConfigError(f"resources.cpu = {short_repr(cpu)} is not allowed; give a number > 0.")
     return {"cpu": float(cpu), "gpu": _gpu_share(value.get("gpu", 0.0))}
+
+
+def _finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _gpu_share(value: Any) -> float:
@@ -635,11 +635,11 @@ def _gpu_share(value: Any) -> float:
     k = None
     if isinstance(value, str) and (found := re.fullmatch(r"\s*1\s*/\s*(\d+)\s*", value)):
         k = int(found.group(1))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
+    elif _finite_number(value) and 0 < value < 1:
         k = round(1 / value)
         if abs(value * k - 1) > 0.01:  # 0.3 would leave a tenth of every GPU idle
             k = None
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+    elif _finite_number(value) and value >= 0:
         if float(value).is_integer():
             return float(value)
     if k is not None and 1 <= k <= 10000:
