@@ -138,11 +138,11 @@ class _FailingBackward(torch.autograd.Function):
     """Identity forward; the backward raises (a kernel that fails in its adjoint pass)."""
 
     @staticmethod
-    def forward(ctx, final, probs):
-        return final.clone(), probs.clone()
+    def forward(ctx, out):
+        return out.clone()
 
     @staticmethod
-    def backward(ctx, *grads):
+    def backward(ctx, grad):
         raise RuntimeError("emulated: the CPU circuit kernel failed (code 1: out of memory)")
 
 
@@ -155,15 +155,19 @@ def _break_kernel(monkeypatch, where: str) -> None:
         monkeypatch.setattr(cpu_kernel, "available", available)
     elif where == "forward":
 
-        def run_circuit(*args, **kw):
+        def run_layers(*args, **kw):
             raise RuntimeError("emulated: the CPU circuit kernel failed (code 2)")
 
-        monkeypatch.setattr(cpu_kernel, "run_circuit", run_circuit)
+        monkeypatch.setattr(cpu_kernel, "run_layers", run_layers)
     else:  # the forward runs (shot noise is drawn after it), the backward raises
-        real = cpu_kernel.run_circuit
-        monkeypatch.setattr(
-            cpu_kernel, "run_circuit", lambda *a, **kw: _FailingBackward.apply(*real(*a, **kw))
-        )
+        real = cpu_kernel.run_layers
+
+        def run_layers(*args, **kw):
+            return tuple(
+                None if t is None else _FailingBackward.apply(t) for t in real(*args, **kw)
+            )
+
+        monkeypatch.setattr(cpu_kernel, "run_layers", run_layers)
 
 
 @needs_kernel
