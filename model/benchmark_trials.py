@@ -61,22 +61,30 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_pack(cfg: TrialConfig, t: int, epochs: int) -> tuple[float, float]:
+def time_pack(
+    cfg: TrialConfig, t: int, epochs: int, *, stop_at: float | None = None
+) -> tuple[float, float]:
     """(wall, CPU) seconds per epoch of ``t`` packed copies of ``cfg`` (seeds 0..t-1).
 
     With two epochs or more the wall figure is the steady state, from the first to the
     last epoch's ``elapsed_s``: set-up and the one test evaluation at the end (about 0.1 s
     for a pack of 8 on the CPU) are not spread over a few epochs as if every epoch paid
-    them; over 800 epochs they vanish. One epoch: the whole call."""
+    them; over 800 epochs they vanish. One epoch: the whole call. ``stop_at`` (a
+    ``time.perf_counter()`` value): no epoch starts after it (the first always runs)."""
     from model.training import fit_packed
 
     configs = [cfg.replace(seed=s, epochs=epochs) for s in range(t)]
     fit_packed(configs[:1], synthetic_splits(n_train=32, n_val=8, n_test=8))  # warm-up
+
+    def stop(by_member):  # every member, once the time is up
+        return list(by_member) if stop_at is not None and time.perf_counter() > stop_at else None
+
     _sync(cfg.device)
     start, cpu0 = time.perf_counter(), time.process_time()
-    history = fit_packed(configs, synthetic_splits())[0].history
+    history = fit_packed(configs, synthetic_splits(), on_epoch=stop)[0].history
     _sync(cfg.device)
-    wall, cpu = (time.perf_counter() - start) / epochs, (time.process_time() - cpu0) / epochs
+    ran = max(1, len(history))
+    wall, cpu = (time.perf_counter() - start) / ran, (time.process_time() - cpu0) / ran
     if len(history) >= 2:
         wall = (history[-1]["elapsed_s"] - history[0]["elapsed_s"]) / (len(history) - 1)
     return wall, cpu

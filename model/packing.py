@@ -48,8 +48,13 @@ def use_adjoint(config: TrialConfig) -> bool:
 AUTO_PACK_MAX = {"cpu": 16, "gpu": 64}
 
 
-def auto_pack_size(config: TrialConfig, *, gpu: bool, memory_bytes: int | None = None) -> int:
+def auto_pack_size(
+    config: TrialConfig, *, gpu: bool, memory_bytes: int | None = None, share: float = 1.0
+) -> int:
     """``pack_size: auto``: members that fit half the memory, capped per device kind.
+
+    ``share``: the part of the device this pack has to itself (``resources.gpu: 1/k``:
+    k packs on one GPU, each sized for half of 1/k of its memory).
 
     Memory per member is estimated from the state size ``batch x encoders x 2**qubits``
     complex64 amplitudes times the states a training step keeps: about two per circuit
@@ -68,7 +73,8 @@ def auto_pack_size(config: TrialConfig, *, gpu: bool, memory_bytes: int | None =
     blocks = -(-config.qubits // (4 if config.qubits <= 11 else 5))
     kept = 8 if use_adjoint(config) else 2 * layers * (blocks + 1)
     state = config.batch_size * max(1, config.encoders) * (1 << config.qubits) * 8
-    return int(max(1, min(cap, (memory_bytes // 2) // (state * kept))))
+    usable = int(memory_bytes * min(1.0, share)) // 2
+    return int(max(1, min(cap, usable // (state * kept))))
 
 
 def _gpu_memory() -> int:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.config import TrialConfig
+from model.engine import SafeSteps, StepGraph, use_cuda_graphs
 from model.errors import ConfigError
 from model.heads import registry
 from model.packing import (
@@ -166,7 +167,9 @@ class _PackedTrainer:
         self.y_train = torch.as_tensor(data.y_train, dtype=torch.long, device=dev)
         self.x_val = torch.as_tensor(data.x_val, dtype=torch.float32, device=dev)
         self.y_val = torch.as_tensor(data.y_val, dtype=torch.long, device=dev)
-        self.graph = StepGraph(self._step) if use_cuda_graphs(cfg, self.device) else None
+        graph = StepGraph(self._step) if use_cuda_graphs(cfg, self.device) else None
+        # every step goes through here: the fastest path that works (model.engine)
+        self.steps = SafeSteps(self._step, self.head, self.optimizer, cfg, self.device, graph=graph)
         per_sample = (1 << cfg.qubits) * max(1, cfg.encoders) * self.t if cfg.is_quantum else 1
         self.eval_batch = max(1, min(cfg.eval_batch_size, _EVAL_AMPLITUDES // per_sample))
 
@@ -201,10 +204,8 @@ class _PackedTrainer:
         for lo in range(0, n, b):
             idx = orders[:, lo : lo + b].T  # (b, T)
             x, y = self.x_train[idx], self.y_train[idx]  # (b, T, d), (b, T)
-            if self.graph is not None and idx.shape[0] == b:
-                losses, logits = self.graph.run(x, y)  # full batches: the captured step
-            else:
-                losses, logits = self._step(x, y)  # the last, smaller batch runs eager
+            # full batches: the captured step (CUDA graphs); the last, smaller batch runs eager
+            losses, logits = self.steps(x, y, full=idx.shape[0] == b)
             loss_sum += losses.double() * idx.shape[0]
             correct += (logits.argmax(-1) == y).sum(0)
         return loss_sum / n, correct.double() / n
@@ -274,6 +275,9 @@ class _PackedTrainer:
         _, test_acc = self._evaluate(x_test, y_test)
         wall = time.perf_counter() - self.start
         energy = _energy(cfg)
+        extra: dict[str, Any] = {"pack_size": t} if t > 1 else {}
+        if self.steps.fallback:  # an optimisation failed; the trial ran eager (model.engine)
+            extra["engine_fallback"] = self.steps.fallback
         out: list[TrialResult | Exception] = []
         for m, c in enumerate(self.configs):
             if errors[m] is not None:
@@ -288,10 +292,11 @@ class _PackedTrainer:
                     n_params=self.n_params,
                     wall_time_s=wall,
                     device=str(self.device),
+                    engine=self.steps.engine,
                     history=history[m],
                     energy=dict(energy),
                     config=c.to_dict(),
-                    extra={"pack_size": t} if t > 1 else {},
+                    extra=dict(extra),
                     state=member_state(self.head, m),
                 )
             )
@@ -380,79 +385,6 @@ class PackedAdam:
             update = (m / denom) * self._view(self.lr / bc1, p)
             keep = self._view(self.alive, p)
             p.sub_(torch.where(keep, update, torch.zeros((), dtype=p.dtype, device=p.device)))
-
-
-def use_cuda_graphs(config: TrialConfig, device: torch.device) -> bool:
-    """``trial.cuda_graphs``: auto (on for CUDA) | on | off. CPU stays eager."""
-    if config.cuda_graphs == "on" and device.type != "cuda":
-        raise ConfigError(
-            f"trial.cuda_graphs = 'on' needs a CUDA device, but the trial runs on {device}; "
-            "use auto (graphs on CUDA, eager on CPU) or off."
-        )
-    return device.type == "cuda" and config.cuda_graphs != "off"
-
-
-class StepGraph:
-    """A training step captured once as a CUDA graph and replayed with new inputs.
-
-    The first :data:`WARMUP` calls run eagerly on a side stream (they are real steps: they
-    create the gradient buffers and Adam state the graph will reuse); the next call
-    copies its batch into static input buffers, captures ``step(x, y)`` and replays it.
-    Every later call copies the batch in and replays. Random draws inside (shot and gate
-    noise) come from per-member generators registered with the graph, so every replay
-    advances their seeded streams (graph-safe RNG: reproducible, though the numbers
-    differ from an eager run's). ``capture`` is replaceable for tests on a CPU.
-    """
-
-    WARMUP = 3
-
-    def __init__(self, step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]) -> None:
-        self.step = step
-        self.calls = 0
-        self.static: tuple[Tensor, Tensor] | None = None
-        self.outputs: tuple[Tensor, Tensor] | None = None
-        self.replay: Callable[[], None] | None = None
-
-    def run(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        self.calls += 1
-        if self.replay is None and self.calls <= self.WARMUP:
-            return self._warmup(x, y)
-        if self.replay is None:
-            self.static = (x.clone(), y.clone())
-            self.replay, self.outputs = self.capture(self.step, self.static)
-        else:
-            self.static[0].copy_(x)
-            self.static[1].copy_(y)
-        self.replay()
-        return self.outputs[0].clone(), self.outputs[1].clone()
-
-    def _warmup(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        if x.device.type != "cuda":
-            return self.step(x, y)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            out = self.step(x, y)
-        torch.cuda.current_stream().wait_stream(side)
-        return out
-
-    @staticmethod
-    def capture(step, static: tuple[Tensor, Tensor]):
-        """Capture ``step(*static)``; returns (replay function, static outputs)."""
-        graph = torch.cuda.CUDAGraph()
-        for gen in _noise_generators(step):
-            graph.register_generator_state(gen)
-        with torch.cuda.graph(graph):
-            outputs = step(*static)
-        return graph.replay, outputs
-
-
-def _noise_generators(step) -> list[torch.Generator]:
-    """The per-member noise generators of the head behind a trainer's bound ``_step``."""
-    trainer = getattr(step, "__self__", None)
-    pqc = getattr(getattr(trainer, "head", None), "pqc", None)
-    rng = getattr(pqc, "noise_rng", None)
-    return list(rng.generators) if isinstance(rng, MemberRNG) else []
 
 
 @torch.no_grad()

@@ -9,7 +9,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TextSplits", "EmbeddedSplits", "TrialResult", "FINAL_METRICS", "EPOCH_METRICS"]
+__all__ = [
+    "TextSplits",
+    "EmbeddedSplits",
+    "TrialResult",
+    "FINAL_METRICS",
+    "FINAL_TAGS",
+    "ENGINES",
+    "EPOCH_METRICS",
+]
 
 # The final metrics of one trial, name -> Python type: the one definition that
 # TrialResult.summary(), the trials.parquet columns, the MLflow final metrics and the
@@ -24,6 +32,15 @@ FINAL_METRICS: dict[str, type] = {
     "qpu_energy_j": float,  # per inference; quantum heads only (TrialResult.energy)
     "gpu_energy_j": float,  # per inference; quantum heads only (TrialResult.energy)
 }
+# Where and how a trial trained, name -> Python type: the strings next to FINAL_METRICS in
+# TrialResult.summary(), the trials.parquet columns and the MLflow tags (qsweep.<name>).
+FINAL_TAGS: dict[str, type] = {
+    "device": str,  # the resolved device, e.g. cpu, cuda:0
+    "engine": str,  # the path that trained it: one of ENGINES; None for epochless heads
+}
+# The paths a training step can take (model.engine): the step captured as a CUDA graph,
+# eager CUDA, the compiled CPU circuit kernel (model.quantum.cpu_kernel), torch on the CPU.
+ENGINES = ("cuda-graph", "cuda-eager", "cpu-kernel", "cpu-torch")
 # Keys of the per-epoch dict that fit() passes to on_epoch (besides "epoch").
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "elapsed_s")
 
@@ -99,6 +116,7 @@ class TrialResult:
     n_params: int
     wall_time_s: float
     device: str
+    engine: str | None = None  # one of ENGINES (set by fit); None for epochless heads
     history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch
     # qpu_energy_j, gpu_energy_j, ... (quantum heads)
     energy: dict[str, float] = field(default_factory=dict)
@@ -121,6 +139,6 @@ class TrialResult:
     def summary(self) -> dict[str, Any]:
         """Flat scalars for printing, JSON and result tables (no history)."""
         out = {name: getattr(self, name) for name in FINAL_METRICS if hasattr(self, name)}
-        out["device"] = self.device
+        out.update({name: getattr(self, name) for name in FINAL_TAGS})  # device, engine
         out.update(self.energy)  # the energy metrics, and the other estimates of one inference
         return out

@@ -78,9 +78,12 @@ def resolve_pack_size(spec, requested: int | str | None = None) -> int | str:
     return value
 
 
-def size_for(config, pack_size: int | str, *, gpu: bool) -> int:
-    """``pack_size`` for trials like ``config``: the number, or the automatic choice."""
-    return auto_pack_size(config, gpu=gpu) if pack_size == "auto" else int(pack_size)
+def size_for(config, pack_size: int | str, *, gpu: bool, share: float = 1.0) -> int:
+    """``pack_size`` for trials like ``config``: the number, or the automatic choice
+    (``share``: the part of the GPU a Ray trial has, ``resources.gpu`` below 1)."""
+    if pack_size != "auto":
+        return int(pack_size)
+    return auto_pack_size(config, gpu=gpu, share=share)
 
 
 def _balanced(members: Sequence[Any], count: int) -> list[tuple[Any, ...]]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from model.config import TrialConfig
 from model.errors import ConfigError, DataError, ServiceError
-from model.types import FINAL_METRICS
+from model.types import FINAL_METRICS, FINAL_TAGS
 
 if TYPE_CHECKING:
     from orchestrator.spec import StudySpec
@@ -69,7 +69,7 @@ RESULT_COLUMNS = (
     "attempts",
     "pack_id",
     *FINAL_METRICS,  # model.types: val_accuracy, test_accuracy, ..., gpu_energy_j
-    "device",
+    *FINAL_TAGS,  # model.types: device, engine
     "node",  # host name where the trial's Ray trial last ran
     "started_at",
     "finished_at",
@@ -366,7 +366,7 @@ def trial_row(
         finished_at=utc_now(),
     )
     if status == "completed":
-        for key in (*FINAL_METRICS, "device"):
+        for key in (*FINAL_METRICS, *FINAL_TAGS):
             row[key] = plain(last.get(key))
     elif status == "stopped":
         row.update(partial or {})

@@ -14,6 +14,7 @@ a fake and integration tests use the real commands::
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.errors import ConfigError, ServiceError
+from orchestrator.spec import trials_per_gpu
 
 __all__ = [
     "TEMPLATE_PATH",
@@ -37,6 +39,7 @@ __all__ = [
     "SlurmClient",
     "SlurmOptions",
     "parse_scontrol_record",
+    "gpu_sharing",
     "render_sbatch",
     "run_command",
     "study_dir",
@@ -91,6 +94,9 @@ class SlurmOptions:
     nodes: int = 1
     cpus_per_node: int | None = None  # None: all CPUs Slurm gives the node
     gpus_per_node: int = 0
+    # the study's resources per trial (Ray): gpu 1/k -> k trials share each GPU
+    gpu_per_trial: float = 0.0
+    cpu_per_trial: float = 1.0
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -131,6 +137,7 @@ class SlurmOptions:
             _positive("cpus_per_node", self.cpus_per_node)
         if self.gpus_per_node < 0:
             raise ConfigError(f"gpus_per_node must be >= 0, got {self.gpus_per_node}")
+        _check_trial_resources(self)
         if self.max_concurrent is not None:
             _positive("max_concurrent", self.max_concurrent)
         if self.time is not None and not _TIME_RE.match(self.time):
@@ -175,6 +182,61 @@ class SlurmOptions:
             values = value if isinstance(value, tuple) else (value,)
             if any(isinstance(v, str) and ("\n" in v or "\r" in v) for v in values):
                 raise ConfigError(f"{name} must be a single line, got {value!r}")
+
+
+def _check_trial_resources(o: SlurmOptions) -> None:
+    """A trial must fit on one node, or Ray never starts it and the job idles to its end."""
+    if o.cpu_per_trial <= 0 or o.gpu_per_trial < 0:
+        raise ConfigError(
+            f"resources per trial cpu={o.cpu_per_trial:g} gpu={o.gpu_per_trial:g}: cpu must "
+            "be > 0 and gpu >= 0"
+        )
+    if o.gpu_per_trial > o.gpus_per_node:
+        fix = (
+            f"pass --gpus-per-node {math.ceil(o.gpu_per_trial)} or more"
+            if o.gpus_per_node
+            else "pass --gpus-per-node N, or set resources.gpu: 0 to train on the CPUs"
+        )
+        raise ConfigError(
+            f"the study asks for {o.gpu_per_trial:g} GPU per trial (resources.gpu) but "
+            f"--gpus-per-node is {o.gpus_per_node}: Ray could never start a trial; {fix}."
+        )
+    if o.cpus_per_node is not None and o.cpu_per_trial > o.cpus_per_node:
+        raise ConfigError(
+            f"the study asks for {o.cpu_per_trial:g} CPUs per trial (resources.cpu) but "
+            f"--cpus-per-node is {o.cpus_per_node}: Ray could never start a trial."
+        )
+
+
+def gpu_sharing(o: SlurmOptions, max_concurrent: int | None = None) -> str:
+    """One line: how the job's GPUs are shared among trials ("" when it asks for none).
+
+    ``max_concurrent``: the study's (``o.max_concurrent``, the submit option, wins)."""
+    if not o.gpus_per_node:
+        return ""
+    k = trials_per_gpu(o.gpu_per_trial)
+    if k == 0:
+        return (
+            f"{o.gpus_per_node} GPU(s) per node, but the study asks for no GPU per trial "
+            "(resources.gpu: 0): its trials train on the CPUs"
+        )
+    if o.gpu_per_trial < 1:
+        per_node, how = o.gpus_per_node * k, f"{k} trials share each GPU (resources.gpu 1/{k})"
+    else:
+        per_node = int(o.gpus_per_node // o.gpu_per_trial)
+        how = f"each trial takes {o.gpu_per_trial:g} GPU(s)"
+    if o.cpus_per_node is not None:  # the trials' CPUs may be the tighter limit
+        per_node = min(per_node, int(o.cpus_per_node // o.cpu_per_trial))
+    total = per_node * o.nodes
+    text = f"GPU sharing: {how}; up to {per_node} trials per node, {total} at once"
+    if o.array > 1:  # each array task is a job of its own, with its own nodes and Ray
+        text += f" in each of the {o.array} array tasks"
+    limit = o.max_concurrent or max_concurrent
+    if limit is not None and limit < total:
+        text += (
+            f"; max_concurrent {limit} runs {limit} at once (--max-concurrent {total} fills them)"
+        )
+    return text
 
 
 def _positive(name: str, value: int) -> None:
@@ -267,6 +329,12 @@ def _step_gpus(o: SlurmOptions) -> str:
     return f" --gpus-per-task={o.gpus_per_node}" if o.gpus_per_node else ""
 
 
+def _check_gpus(o: SlurmOptions, blocks: dict[str, str]) -> str:
+    if not o.gpus_per_node:
+        return ""
+    return _block(blocks, "CHECK_GPUS", STEP_GPUS=_step_gpus(o), GPU_SHARING=_q(gpu_sharing(o)))
+
+
 def _start_workers(o: SlurmOptions, blocks: dict[str, str]) -> str:
     if o.nodes == 1:
         return _block(blocks, "NO_WORKERS")
@@ -350,6 +418,7 @@ def render_sbatch(
             parts, "RAY_AUTH_TOKEN" if o.ray_auth == "token" else "RAY_AUTH_DISABLED"
         ),
         "STEP_GPUS": _step_gpus(o),
+        "CHECK_GPUS": _check_gpus(o, parts),
         "START_WORKERS": _start_workers(o, parts),
         "LAUNCH_MLFLOW": _block(parts, "LAUNCH_MLFLOW") if o.start_mlflow_server else "",
         "AWAIT_MLFLOW": _block(parts, "AWAIT_MLFLOW") if o.start_mlflow_server else "",

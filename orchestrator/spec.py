@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_MAX_TRIALS",
     "data_key",
     "split_point",
+    "trials_per_gpu",
 ]
 
 SAMPLERS = ("tpe", "random", "cmaes")
@@ -616,19 +617,43 @@ def _resources(value: Any) -> dict[str, float]:
         raise ConfigError(
             f"resources.{shorten(str(unknown[0]))} is not allowed; allowed: cpu, gpu."
         )
-    out = {}
-    for key, default, low_ok in (("cpu", 1.0, False), ("gpu", 0.0, True)):
-        v = value.get(key, default)
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, (int, float))
-            or not math.isfinite(v)
-            or v < 0
-            or (v == 0 and not low_ok)
-        ):
-            allowed = ">= 0 (fractions allowed)" if low_ok else "> 0"
-            raise ConfigError(
-                f"resources.{key} = {short_repr(v)} is not allowed; give a number {allowed}."
-            )
-        out[key] = float(v)
-    return out
+    cpu = value.get("cpu", 1.0)
+    if not _finite_number(cpu) or cpu <= 0:
+        raise ConfigError(f"resources.cpu = {short_repr(cpu)} is not allowed; give a number > 0.")
+    return {"cpu": float(cpu), "gpu": _gpu_share(value.get("gpu", 0.0))}
+
+
+def _finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _gpu_share(value: Any) -> float:
+    """``resources.gpu``: 0, whole GPUs (1, 2, ...) or 1/k of one (``1/4`` or 0.25), so that
+    k trials fill each GPU. 1/k is stored rounded down to Ray's 0.0001 resource precision
+    (1/3 -> 0.3333), so that k of them fit on one GPU."""
+    k = None
+    if isinstance(value, str) and (found := re.fullmatch(r"\s*1\s*/\s*(\d+)\s*", value)):
+        k = int(found.group(1))
+    elif _finite_number(value) and 0 < value < 1:
+        k = round(1 / value)
+        if abs(value * k - 1) > 0.01:  # 0.3 would leave a tenth of every GPU idle
+            k = None
+    elif _finite_number(value) and value >= 0:
+        if float(value).is_integer():
+            return float(value)
+    if k is not None and 1 <= k <= 10000:
+        return math.floor(10000 / k) / 10000
+    raise ConfigError(
+        f"resources.gpu = {short_repr(value)} is not allowed; give 0 (no GPU), a whole number of GPUs "
+        "per trial (1, 2, ...) or a share 1/k of one GPU, written 1/k or as its decimal "
+        "(1/2, 1/4 = 0.25, 1/3), so that k trials fill each GPU."
+    )
+
+
+def trials_per_gpu(gpu: float) -> int:
+    """How many trials share one GPU at ``resources.gpu`` = ``gpu``: k for 1/k, 1 for one
+    or more GPUs per trial, 0 without GPUs."""
+    if gpu <= 0:
+        return 0
+    return 1 if gpu >= 1 else int(round(1 / gpu))

@@ -204,6 +204,7 @@ def _trainable(
     fit_ref: FitRef,
     retries: int,
     cpu: float,
+    gpu: float = 0.0,
     fixed: dict[str, Any],
     seeds: tuple[int, ...],
     metric: str,
@@ -256,8 +257,10 @@ def _trainable(
                     report[metric] = _aggregate([v.get(metric) for v in by_member.values()], mode)
                 tune.report(report)
 
-            gpu = resolve_device(configs[0].device).type == "cuda"
-            size = size_for(configs[0], pack_size, gpu=gpu)
+            on_gpu = resolve_device(configs[0].device).type == "cuda"
+            # resources.gpu 1/k: k Ray trials on one GPU, each packs for 1/k of its memory
+            share = gpu if 0 < gpu < 1 else 1.0
+            size = size_for(configs[0], pack_size, gpu=on_gpu, share=share)
             results = _fit_members(fit, configs, data, on_epoch, size, retries)
         except Exception as err:  # noqa: BLE001 - a failure of the whole pack: retry it
             error = f"{type(err).__name__}: {err}"
@@ -1001,6 +1004,7 @@ def _tuner(
         fit_ref=fit_ref,
         retries=spec.retries,
         cpu=spec.resources["cpu"],
+        gpu=spec.resources["gpu"],
         fixed=dict(spec.fixed),
         seeds=tuple(spec.seeds),
         metric=spec.metric,

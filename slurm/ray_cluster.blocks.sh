@@ -40,6 +40,29 @@ export RAY_AUTH_MODE=token
 RAY_AUTH_TOKEN=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export RAY_AUTH_TOKEN
 
+#@ CHECK_GPUS
+
+
+# --- GPUs: what a job step sees on each node --------------------------------------
+# Ray takes a node's GPU ids from CUDA_VISIBLE_DEVICES in its job step (Slurm sets it for
+# --gpus-per-task; `ray start --num-gpus` must match) and gives each trial the id of the
+# GPU it runs on: the trial sees that one GPU, as cuda:0. With resources.gpu: 1/k, k
+# trials share each GPU.
+GPU_LIST=$(srun --nodes="$NUM_NODES" --ntasks="$NUM_NODES" --ntasks-per-node=1@@STEP_GPUS@@ \
+    bash -c 'echo "$(hostname) ${CUDA_VISIBLE_DEVICES-unset}"') ||
+    fail 4 "srun could not list the GPUs of the job's nodes (see the srun lines above)"
+while read -r node devices; do
+    if [ "$devices" = unset ]; then
+        log "$node: CUDA_VISIBLE_DEVICES is not set in the job step; Ray takes GPUs 0..$(( GPUS_PER_NODE - 1 ))"
+        continue
+    fi
+    count=$(tr ',' '\n' <<<"$devices" | grep -c . || true)
+    [ "$count" -eq "$GPUS_PER_NODE" ] ||
+        fail 4 "$node: the job step sees $count GPU(s) (CUDA_VISIBLE_DEVICES=$devices), not --gpus-per-node $GPUS_PER_NODE"
+    log "$node: GPUs $devices"
+done <<<"$GPU_LIST"
+log @@GPU_SHARING@@
+
 #@ NO_WORKERS
 # (single node: no Ray workers to start)
 

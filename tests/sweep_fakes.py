@@ -69,6 +69,7 @@ def fake_fit(config: TrialConfig, data: EmbeddedSplits, on_epoch=None) -> TrialR
         n_params=10 * config.qubits,
         wall_time_s=time.monotonic() - t0,
         device="cpu",
+        engine="cpu-torch",
         history=history,
         energy={"qpu_energy_j": 1.5 * config.qubits, "gpu_energy_j": 2.0},
         config=config.to_dict(),

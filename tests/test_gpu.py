@@ -2,7 +2,8 @@
 
 CI has no GPU: these tests are marked ``gpu`` and skip with that reason on a CPU-only
 machine. On the device machine they run with the model code alone (no Ray, MLflow or
-Optuna): ``PYTHONPATH=. python3 -m pytest -m gpu tests/test_gpu.py`` (README, Development).
+Optuna), before ``model.benchmark_gpu``, in one call: ``bash tests/gpu_check.sh``
+(docs/development.md, "The GPU check").
 """
 
 from __future__ import annotations
@@ -91,3 +92,41 @@ def test_adjoint_matches_autograd_at_16_qubits_on_cuda():
     np.testing.assert_allclose(
         grads["adjoint"].cpu().numpy(), grads["autograd"].cpu().numpy(), atol=1e-4, rtol=1e-3
     )
+
+
+def test_engine_is_recorded_on_cuda():
+    data = _data()
+    cfg = TrialConfig(**BASE, device="cuda")
+    assert fit(cfg, data).engine == "cuda-graph"  # auto: graphs on CUDA
+    assert fit(cfg.replace(cuda_graphs="off"), data).engine == "cuda-eager"
+
+
+def test_a_capture_that_cuda_refuses_trains_eager(monkeypatch):
+    """A host sync inside the captured step is what CUDA refuses to capture ("operation not
+    permitted when stream is capturing"): the trial warns, goes on eager and ends with the
+    eager run's losses. Last in this file, in case the failed capture upsets the context."""
+    import warnings
+
+    from model import training
+
+    data = _data()
+    cfg = TrialConfig(**BASE, device="cuda")
+    eager = fit(cfg.replace(cuda_graphs="off"), data)
+    real = training.StepGraph.capture
+
+    def capture_with_a_sync(step, static):
+        def syncing(x, y):
+            losses, logits = step(x, y)
+            float(losses.sum())  # a host sync: not capturable
+            return losses, logits
+
+        return real(syncing, static)
+
+    monkeypatch.setattr(training.StepGraph, "capture", staticmethod(capture_with_a_sync))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fallen = fit(cfg, data)
+    assert [w for w in record if "goes on in eager torch" in str(w.message)]
+    assert fallen.engine == "cuda-eager" and "CUDA-graph capture" in fallen.extra["engine_fallback"]
+    np.testing.assert_allclose(_losses(fallen), _losses(eager), atol=1e-5, rtol=0)
+    assert fallen.best_epoch == eager.best_epoch

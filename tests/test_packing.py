@@ -194,18 +194,3 @@ def test_trials_benchmark_kernel_both_and_parallel_smoke(capsys):
     assert "T=  1: kernel on is" in out and "x kernel off" in out
     assert "10 qubits circuit" in out and "10 qubits head" in out  # the step per thread count
     assert out.count("min per trial") == 3 and "2 pack(s) at once" in out
-
-
-def test_gpu_benchmark_script_smoke_on_cpu(capsys):
-    """The device-machine benchmark (model.benchmark_gpu) runs end to end; on the CPU only
-    its 10-qubit part, with graphs off."""
-    import json
-
-    from model import benchmark_gpu
-
-    code = benchmark_gpu.main(["--device", "cpu", "--quick", "--epochs", "1", "--packs", "2"])
-    out = capsys.readouterr().out
-    rows = json.loads(out.strip().splitlines()[-1])["rows"]
-    assert code == 0
-    assert [(r["T"], r["graphs"]) for r in rows] == [(1, "off"), (1, "off"), (2, "off")]
-    assert all(r["s_per_epoch"] > 0 for r in rows) and "| 10q pack |" in out

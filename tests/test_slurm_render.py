@@ -47,6 +47,7 @@ CASES = {
         nodes=4,
         cpus_per_node=32,
         gpus_per_node=4,
+        gpu_per_trial=0.25,  # resources.gpu: 1/4 -> 4 trials share each GPU
         modules=("cuda/12.4",),
         activate="source ~/venvs/qsweep/bin/activate",
         mlflow_uri="http://mlflow.example.org:5000",
@@ -288,9 +289,11 @@ def _fake_env(tmp_path: Path, job_id: int, mode: str) -> dict[str, str]:
     }
 
 
-def _start_script(tmp_path: Path, mode: str, **changes) -> tuple[subprocess.Popen, Path, int]:
+def _start_script(
+    tmp_path: Path, mode: str, extra_env: dict[str, str] | None = None, **changes
+) -> tuple[subprocess.Popen, Path, int]:
     job_id = 900000 + os.getpid() % 1000
-    env = _fake_env(tmp_path, job_id, mode)
+    env = {**_fake_env(tmp_path, job_id, mode), **(extra_env or {})}
     options = SlurmOptions(
         study_file=str(tmp_path / "study.yaml"),
         study_name="fake",

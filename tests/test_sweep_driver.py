@@ -93,6 +93,7 @@ def test_grid_rows_failures_retries_and_mlflow(ray_session, tmp_path):
             assert r.test_accuracy == pytest.approx(expected_val(cfg) - 0.01)
             assert (r.best_epoch, r.epochs_run, r.n_params) == (3, 3, 40)
             assert r.qpu_energy_j == pytest.approx(6.0) and r.device == "cpu"
+            assert r.engine == "cpu-torch"  # model.types.FINAL_TAGS, from the trial's result
 
     study_json = (study / "study.json").read_text()
     assert '"n_trials_planned": 6' in study_json and '"qsweep_version"' in study_json
@@ -121,6 +122,7 @@ def test_grid_rows_failures_retries_and_mlflow(ray_session, tmp_path):
         else:
             assert mr.info.status == "FINISHED"
             assert mr.data.metrics["test_accuracy"] == pytest.approx(row.test_accuracy)
+            assert tags["qsweep.engine"] == row.engine  # short trials: written in bulk
             # the runs table shows the best epoch's value, the curve lives under epoch/
             assert mr.data.metrics["val_accuracy"] == pytest.approx(row.val_accuracy)
             history = client.get_metric_history(mr.info.run_id, "epoch/val_accuracy")

@@ -183,6 +183,7 @@ class CircuitRunner(nn.Module):
         super().__init__()
         self.spec = spec
         self.cpu_kernel = cpu_kernel  # auto | on | off: see _use_kernel
+        self.ran_kernel = False  # a forward ran in the kernel (the trial's engine: cpu-kernel)
         self.block = default_block(spec.n_qubits) if block is None else block
         self.fuse_encoding = fuse_encoding
         self.bounds = block_bounds(spec.n_qubits, self.block)
@@ -331,6 +332,7 @@ class CircuitRunner(nn.Module):
         spec, n = self.spec, self.spec.n_qubits
         noisy = p1 > 0 or p2 > 0
         if self._use_kernel(state, weights, noisy):
+            self.ran_kernel = True
             return self._run_kernel(state, weights, z, input_scale, probs, readout)
         if state is None:
             state = _zero_state(tuple(z.shape[:-1]), n, weights)

@@ -193,7 +193,7 @@ def submit_warnings(resources: dict, args: argparse.Namespace) -> list[str]:
 
 def _submit(args: argparse.Namespace, client) -> int:
     from orchestrator.results import study_dir_in
-    from orchestrator.slurm import SlurmOptions, render_sbatch, study_dir
+    from orchestrator.slurm import SlurmOptions, gpu_sharing, render_sbatch, study_dir
     from orchestrator.spec import load_spec
 
     space = Path(args.space).resolve()
@@ -209,6 +209,8 @@ def _submit(args: argparse.Namespace, client) -> int:
         nodes=args.nodes,
         cpus_per_node=args.cpus_per_node,
         gpus_per_node=args.gpus_per_node,
+        gpu_per_trial=spec.resources["gpu"],
+        cpu_per_trial=spec.resources["cpu"],
         partition=args.partition,
         account=args.account,
         qos=args.qos,
@@ -230,8 +232,11 @@ def _submit(args: argparse.Namespace, client) -> int:
         array=args.array,
     )
     script = render_sbatch(options)
+    sharing = gpu_sharing(options, spec.max_concurrent)
     if args.dry_run:
         sys.stdout.write(script)
+        if sharing:  # stdout is the script; this goes beside it
+            print(sharing, file=sys.stderr)
         return 0
     slurm_dir = study_dir(options) / "slurm"
     slurm_dir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +252,8 @@ def _submit(args: argparse.Namespace, client) -> int:
     print(f"  script:  {script_path}")
     print(f"  results: {study_dir(options)}/")
     print(f"  log:     {output}")
+    if sharing:
+        print(f"  {sharing}")
     print(f"  watch:   qsweep slurm status {job_id}; qsweep slurm logs {job_id} --follow")
     if not args.wait:
         return 0

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"test accuracy   {result.test_accuracy:.4f}  ({sizes['test']} sentences)")
     print(f"parameters      {result.n_params}")
-    print(f"wall time       {result.wall_time_s:.1f} s on {result.device}")
+    engine = f" ({result.engine})" if result.engine else ""  # cuda-graph, cpu-kernel, ...
+    print(f"wall time       {result.wall_time_s:.1f} s on {result.device}{engine}")
     for key in ("qpu_energy_j", "gpu_energy_j"):
         if key in result.energy:
             print(f"{key:<15} {result.energy[key]:.3g} J per inference")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from model.types import FINAL_TAGS
 from orchestrator.tracking.store import _METRIC_TYPES, FINAL_METRICS, _all_runs, _client
 
 __all__ = ["experiment_id", "load_trial_runs"]
@@ -38,7 +39,7 @@ def load_trial_runs(tracking_uri: str, study: str):
             "seed": int(tags["qsweep.seed"]) if tags.get("qsweep.seed", "").isdigit() else None,
             "status": tags.get("qsweep.status"),
             "error": tags.get("qsweep.error"),
-            "device": tags.get("qsweep.device"),
+            **{key: tags.get(f"qsweep.{key}") for key in FINAL_TAGS},  # device, engine
             "started_at": tags.get("qsweep.started_at"),
             "finished_at": tags.get("qsweep.finished_at"),
         }

@@ -20,6 +20,7 @@ from typing import Any
 
 from model.errors import ServiceError
 from model.types import FINAL_METRICS as TRIAL_METRICS
+from model.types import FINAL_TAGS
 from orchestrator.tracking.store import (
     _BATCH_METRICS,
     _STATUS,
@@ -138,11 +139,11 @@ class TrialLogger:
         self, row: dict[str, Any], tags: dict[str, Any] | None = None
     ) -> tuple[list[tuple[str, float, int, int]], dict[str, str]]:
         """A finished trial's final metrics ``(key, value, timestamp_ms, 0)`` and final tags
-        (status, times, device, error, description, ``tags``) from its table row."""
+        (status, times, device, engine, error, description, ``tags``) from its table row."""
         now = int(time.time() * 1000)
         metrics = [(k, float(row[k]), now, 0) for k in FINAL_METRICS if _is_number(row.get(k))]
         final = {"qsweep.status": str(row["status"])}
-        for key in ("started_at", "finished_at", "device"):
+        for key in ("started_at", "finished_at", *FINAL_TAGS):  # device, engine
             if row.get(key):
                 final[f"qsweep.{key}"] = str(row[key])
         if row.get("error"):
