@@ -191,10 +191,11 @@ def local_pip_mounts(tmp: Path) -> tuple[list[str], list[str]]:
 
 
 def build_image(base: str, tag: str, tmp: Path, *, torch: str = "cpu") -> None:
-    """``buildah build`` docker/Dockerfile on ``base``; a failed build leaves no container."""
+    """``buildah build`` docker/Dockerfile on ``base`` (without --layers: no intermediate
+    images are kept, and a failed build removes its container)."""
     args, volumes = local_pip_mounts(tmp)
     buildah(
-        "build", "--isolation", "chroot", "--force-rm", "-f", str(DOCKERFILE),
+        "build", "--isolation", "chroot", "-f", str(DOCKERFILE),
         "--build-arg", f"BASE={base}", "--build-arg", f"TORCH={torch}", *args,
         *[a for v in volumes for a in ("-v", v)], "-t", tag, str(ROOT),
         timeout=3600,
