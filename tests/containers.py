@@ -164,15 +164,16 @@ def _pip_setting(name: str) -> str:
     return got.stdout.strip() if got.returncode == 0 else ""
 
 
-def local_pip_mounts(tmp: Path) -> tuple[list[str], list[str]]:
+def local_pip_mounts(tmp: Path, torch: str = "cpu") -> tuple[list[str], list[str]]:
     """Build arguments and volumes that let pip in the build use what the host's pip uses:
-    a find-links directory that holds the CPU wheel of the pinned torch (no download from
-    the PyTorch CPU index, which may be unreachable) and the host's CA bundle (for a proxy
-    that re-signs TLS). Returns (build args, buildah -v specs); both empty when the host
-    has neither, and the build then uses the registries alone."""
+    for ``torch="cpu"`` a find-links directory that holds the CPU wheel of the pinned torch
+    (no download from the PyTorch CPU index, which may be unreachable; never for "cuda",
+    where ``torch==X`` would take that ``X+cpu`` wheel), and the host's CA bundle (for a
+    proxy that re-signs TLS). Returns (build args, buildah -v specs); both empty when the
+    host has neither, and the build then uses the registries alone."""
     wheel = f"torch-{torch_pin()}+cpu-cp311-*.whl"  # Debian 12's Python is 3.11
     links = [d for d in _pip_setting("find-links").split() if Path(d).is_dir()]
-    with_torch = [d for d in links if any(Path(d).glob(wheel))]
+    with_torch = [d for d in links if torch == "cpu" and any(Path(d).glob(wheel))]
     cert = _pip_setting("cert")
     lines, volumes, args = ["[global]"], [], []
     if with_torch:
@@ -193,7 +194,7 @@ def local_pip_mounts(tmp: Path) -> tuple[list[str], list[str]]:
 def build_image(base: str, tag: str, tmp: Path, *, torch: str = "cpu") -> None:
     """``buildah build`` docker/Dockerfile on ``base`` (without --layers: no intermediate
     images are kept, and a failed build removes its container)."""
-    args, volumes = local_pip_mounts(tmp)
+    args, volumes = local_pip_mounts(tmp, torch)
     buildah(
         "build", "--isolation", "chroot", "-f", str(DOCKERFILE),
         "--build-arg", f"BASE={base}", "--build-arg", f"TORCH={torch}", *args,

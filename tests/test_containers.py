@@ -9,7 +9,7 @@ Built and run (marker ``containers``, with ``QSWEEP_CONTAINER_TESTS=1``; root, b
 podman, debootstrap): the image built on a cached debootstrap'ed Debian 12 with the CPU
 torch build, the quickstart run inside it into a results directory on the host, the table
 and MLflow runs read from outside, and ``qsweep --help`` and the Slurm job script from
-inside. About 12 minutes on 2 cores, so CI does not run it; it is the release check::
+inside. About 10 minutes on 2 cores, so CI does not run it; it is the release check::
 
     QSWEEP_CONTAINER_TESTS=1 .venv/bin/python -m pytest -m containers tests/test_containers.py
 """
@@ -129,6 +129,27 @@ def test_torch_pin_reader_reads_the_pin() -> None:
     assert pinned == [f"torch=={torch_pin()}"]
 
 
+def test_local_torch_wheel_offered_to_the_cpu_build_only(tmp_path, monkeypatch) -> None:
+    """A local torch-X+cpu wheel satisfies ``torch==X`` too: the CUDA build must not see it."""
+    from tests.containers import local_pip_mounts, torch_pin
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / f"torch-{torch_pin()}+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").touch()
+    cert = tmp_path / "ca.pem"
+    cert.write_text("CA")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    monkeypatch.setenv("PIP_CERT", str(cert))
+    args, volumes = local_pip_mounts(tmp_path, "cpu")
+    assert args == ["--build-arg", "TORCH_CPU_INDEX=https://pypi.org/simple"]
+    assert f"{wheels}:{wheels}:ro" in volumes
+    assert f"find-links = {wheels}" in (tmp_path / "pip.conf").read_text()
+    args, volumes = local_pip_mounts(tmp_path, "cuda")
+    assert args == [] and not [v for v in volumes if str(wheels) in v]
+    assert f"{cert}:/run/qsweep-build/ca.pem:ro" in volumes  # the CA bundle still goes in
+    assert "find-links" not in (tmp_path / "pip.conf").read_text()
+
+
 def test_debian_mirror_from_both_sources_formats(tmp_path: Path) -> None:
     from tests.containers import DEFAULT_MIRROR, debian_mirror
 
@@ -168,7 +189,7 @@ def image(tmp_path_factory):
     container of it; both removed afterwards (the base stays cached)."""
     if not CONTAINER_TESTS:
         pytest.skip(
-            "builds docker/Dockerfile and runs the quickstart in it (about 12 min on 2 cores, "
+            "builds docker/Dockerfile and runs the quickstart in it (about 10 min on 2 cores, "
             "too long for CI): the release check, run by hand with QSWEEP_CONTAINER_TESTS=1"
         )
     missing = [c for c in ("buildah", "podman", "debootstrap") if not shutil.which(c)]
