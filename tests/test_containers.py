@@ -9,7 +9,7 @@ Built and run (marker ``containers``, with ``QSWEEP_CONTAINER_TESTS=1``; root, b
 podman, debootstrap): the image built on a cached debootstrap'ed Debian 12 with the CPU
 torch build, the quickstart run inside it into a results directory on the host, the table
 and MLflow runs read from outside, and ``qsweep --help`` and the Slurm job script from
-inside. About 10 minutes on 2 cores, so CI does not run it; it is the release check::
+inside. 5 to 10 minutes on 2 cores, so CI does not run it; it is the release check::
 
     QSWEEP_CONTAINER_TESTS=1 .venv/bin/python -m pytest -m containers tests/test_containers.py
 """
@@ -189,7 +189,7 @@ def image(tmp_path_factory):
     container of it; both removed afterwards (the base stays cached)."""
     if not CONTAINER_TESTS:
         pytest.skip(
-            "builds docker/Dockerfile and runs the quickstart in it (about 10 min on 2 cores, "
+            "builds docker/Dockerfile and runs the quickstart in it (5-10 min on 2 cores, "
             "too long for CI): the release check, run by hand with QSWEEP_CONTAINER_TESTS=1"
         )
     missing = [c for c in ("buildah", "podman", "debootstrap") if not shutil.which(c)]
