@@ -31,6 +31,7 @@ __all__ = [
     "TEMPLATE_PATH",
     "BLOCKS_PATH",
     "blocks_path",
+    "container_binds",
     "read_blocks",
     "TERMINAL_STATES",
     "CommandResult",
@@ -178,6 +179,15 @@ class SlurmOptions:
                     f"sbatch argument {arg!r} must be an option such as '--mem=0' "
                     "(it becomes an '#SBATCH' line)"
                 )
+        if self.container:
+            if not os.path.isabs(self.container):
+                raise ConfigError(f"container must be an absolute path, got {self.container!r}")
+            for path in container_binds(self):
+                if "," in path or ":" in path:
+                    raise ConfigError(
+                        f"path {path!r} cannot be bound into the container: `apptainer "
+                        "--bind` separates paths with ',' and ':'; rename or move it"
+                    )
         for name, value in vars(self).items():
             values = value if isinstance(value, tuple) else (value,)
             if any(isinstance(v, str) and ("\n" in v or "\r" in v) for v in values):
@@ -313,15 +323,22 @@ def _check_software(o: SlurmOptions, blocks: dict[str, str]) -> str:
     return _block(blocks, "CHECK_HOST")
 
 
+def container_binds(o: SlurmOptions) -> list[str]:
+    """Host paths bound into the container: Apptainer binds $HOME, the working directory
+    and /tmp itself; add the results root, the study file's directory and ``--data`` /
+    ``--encoder`` where they are absolute paths (not ``demo``, ``hf:NAME`` or ``minilm``)."""
+    paths = [o.results_dir, os.path.dirname(o.study_file)]
+    paths += [p for p in (o.data, o.encoder) if p and os.path.isabs(p)]
+    return list(dict.fromkeys(paths))
+
+
 def _container(o: SlurmOptions) -> str:
     if not o.container:
         return ""
     args = ["apptainer", "exec"]
     if o.gpus_per_node:
-        args.append("--nv")
-    # Apptainer binds $HOME, the working directory and /tmp; add the results root and
-    # the study file's directory.
-    args += ["--bind", f"{o.results_dir},{os.path.dirname(o.study_file)}", o.container]
+        args.append("--nv")  # the host's NVIDIA driver; the image brings CUDA itself
+    args += ["--bind", ",".join(container_binds(o)), o.container]
     return " ".join(_q(a) for a in args)
 
 

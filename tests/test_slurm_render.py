@@ -9,6 +9,7 @@ after an intended template change, re-render them with
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -160,13 +161,49 @@ def test_single_node_starts_no_workers_and_multi_node_does() -> None:
         assert '--num-gpus="$GPUS_PER_NODE"' in script
 
 
+def _container_prefix(script: str) -> list[str]:
+    """The words of the job script's CONTAINER=(...) array, as bash reads them."""
+    (line,) = [ln for ln in script.splitlines() if ln.startswith("CONTAINER=(")]
+    return shlex.split(line[len("CONTAINER=(") : -1])
+
+
 def test_container_prefixes_ray_and_driver() -> None:
     script = render_sbatch(CASES["container"])
-    assert "CONTAINER=(apptainer exec --nv --bind " in script
+    prefix = _container_prefix(script)
+    assert prefix[:3] == ["apptainer", "exec", "--nv"] and prefix[-1] == "/shared/images/qsweep.sif"
+    binds = prefix[prefix.index("--bind") + 1].split(",")
+    # the results root, the study file's directory and the --encoder directory
+    assert binds == [
+        "/home/alice/qsweep/results",
+        "/home/alice/qsweep/search_spaces",
+        "/shared/models/all-mpnet-base-v2",
+    ]
     assert '"${CONTAINER[@]}" qsweep run' in script
     assert '"${CONTAINER[@]}" \\\n    ray start --head' in script
-    no_gpu = SlurmOptions(**BASE, container="/x/q.sif")
-    assert "--nv" not in render_sbatch(no_gpu)
+    assert '"${CONTAINER[@]}" \\\n    ray start --address=' in script  # the workers
+    assert '"${CONTAINER[@]}" mlflow server' in script
+    assert '"${CONTAINER[@]}" python3 -c' in script  # the free ports, inside the image too
+    no_gpu = SlurmOptions(**BASE, container="/x/q.sif", data="demo", encoder="minilm")
+    prefix = _container_prefix(render_sbatch(no_gpu))
+    assert "--nv" not in prefix  # no GPUs asked for: no NVIDIA driver bound in
+    assert prefix[prefix.index("--bind") + 1].split(",") == [
+        BASE["results_dir"],
+        "/home/alice/qsweep/search_spaces",
+    ]
+    assert _container_prefix(render_sbatch(CASES["one_node_cpu"])) == []  # on the host
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"container": "images/qsweep.sif"}, "container must be an absolute path"),
+        ({"container": "/x/q.sif", "data": "/data/a,b"}, "'/data/a,b' cannot be bound"),
+        ({"container": "/x/q.sif", "encoder": "/m/c:d"}, "separates paths with ',' and ':'"),
+    ],
+)
+def test_container_paths_that_apptainer_cannot_bind(changes: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        SlurmOptions(**{**BASE, **changes})
 
 
 @pytest.mark.parametrize(
@@ -261,6 +298,20 @@ touch "$FAKE_LOG/driver_ready"
 while true; do sleep 0.05; done
 """
 
+FAKE_APPTAINER = """#!{python}
+# apptainer exec [--nv] [--bind PATHS] IMAGE CMD...: log argv, check the image, run CMD here
+import json, os, sys
+args = sys.argv[1:]
+with open(os.path.join(os.environ["FAKE_LOG"], "apptainer"), "a") as f:
+    f.write(json.dumps(args) + "\\n")
+assert args.pop(0) == "exec", args
+while args[0] in ("--nv", "--bind"):
+    del args[: 1 if args[0] == "--nv" else 2]
+if not os.access(args[0], os.R_OK):
+    sys.exit(f"fake apptainer: cannot read image {{args[0]}}")
+os.execvp(args[1], args[1:])
+"""
+
 
 def _fake_env(tmp_path: Path, job_id: int, mode: str) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
@@ -271,6 +322,7 @@ def _fake_env(tmp_path: Path, job_id: int, mode: str) -> dict[str, str]:
         "hostname": FAKE_HOSTNAME,
         "ray": FAKE_RAY.format(python=sys.executable),
         "qsweep": FAKE_QSWEEP,
+        "apptainer": FAKE_APPTAINER.format(python=sys.executable),
     }
     for name, text in fakes.items():
         path = bin_dir / name
@@ -403,6 +455,32 @@ def test_broken_activate_stops_early_with_message(tmp_path: Path) -> None:
     assert proc.returncode == 3, out
     assert "the activate command failed: source /nonexistent/venv/bin/activate" in out
     assert not (log / "ray").exists() and not (log / "driver_args").exists()
+
+
+def test_container_mode_runs_every_qsweep_command_in_the_image(tmp_path: Path) -> None:
+    image = tmp_path / "qsweep.sif"
+    image.write_bytes(b"SIF")
+    proc, log, _ = _start_script(tmp_path, "ok", container=str(image), gpus_per_node=1)
+    out = _finish(proc)
+    assert proc.returncode == 0, out
+    calls = [json.loads(line) for line in (log / "apptainer").read_text().splitlines()]
+    binds = f"{tmp_path / 'results'},{tmp_path}"
+    for call in calls:
+        assert call[:5] == ["exec", "--nv", "--bind", binds, str(image)], call
+    commands = [call[5:7] for call in calls]
+    # free ports, the Ray head and the driver, in this order, all inside the image
+    assert [c[0] for c in commands] == ["python3", "ray", "qsweep"], commands
+    assert commands[1] == ["ray", "start"] and commands[2] == ["qsweep", "run"]
+    assert (log / "driver_args").exists()  # the fake apptainer ran the driver
+
+
+def test_container_mode_stops_early_without_a_readable_image(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.sif"
+    proc, log, _ = _start_script(tmp_path, "ok", container=str(missing))
+    out = _finish(proc)
+    assert proc.returncode == 3, out
+    assert f"container image {missing} is not readable on this node" in out
+    assert not (log / "apptainer").exists() and not (log / "ray").exists()
 
 
 # --- SlurmClient with a fake runner -----------------------------------------------------
