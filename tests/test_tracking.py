@@ -130,6 +130,7 @@ def test_ui_finds_the_store_and_builds_the_mlflow_command(tmp_path, capsys):
     cmd = ui_command(study / "mlflow.db", "127.0.0.1", 5123)
     assert Path(cmd[0]).name == "mlflow" and cmd[1] == "ui"
     assert cmd[cmd.index("--backend-store-uri") + 1] == default_tracking_uri(study)
+    assert cmd[cmd.index("--registry-store-uri") + 1] == default_tracking_uri(study)
     assert cmd[cmd.index("--port") + 1] == "5123"
 
 

@@ -83,6 +83,7 @@ def test_trials_are_children_of_the_study_run(study):
     assert artifacts == ["spec/tiny.yaml"]
     experiment = study["client"].get_experiment(study["logger"].experiment_id)
     assert experiment.tags["mlflow.note.content"] == "two tiny heads"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # runs table
     for name in ("q", "lr"):
         run = runs[name]
         assert run.data.tags["mlflow.parentRunId"] == parent

@@ -67,11 +67,14 @@ def ui_command(store: Path, host: str, port: int) -> list[str]:
     from orchestrator.tracking import default_tracking_uri
 
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    uri = default_tracking_uri(store.parent)
     return [
         mlflow,
         "ui",
         "--backend-store-uri",
-        default_tracking_uri(store.parent),
+        uri,
+        "--registry-store-uri",  # named, so mlflow prints no "Registry store URI not provided"
+        uri,
         "--host",
         host,
         "--port",

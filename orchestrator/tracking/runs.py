@@ -44,6 +44,11 @@ __all__ = ["TrialLogger", "trial_description", "dataset_entity", "log_study_arti
 
 
 # ------------------------------------------------------------------------------------
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # vs "genai_development"
+
+
 class TrialLogger:
     """Driver-side MLflow logging of a study's trials (one run per trial id)."""
 
@@ -349,6 +354,9 @@ class TrialLogger:
 
         if description:
             self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", description)
+        # MLflow 3's UI opens an experiment without this tag on its GenAI (traces) view; a
+        # study is model development: the classic runs table
+        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         run_id, created = _study_run(self.client, self.experiment_id, self.study, self.version)
         if description:
             self.client.set_tag(run_id, "mlflow.note.content", description)
