@@ -114,8 +114,14 @@ def ui(quickstart, tmp_path):
         )  # fmt: skip
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, timeout_s=180, log=log)
-        match = re.search(r"study (http://\S+/#/experiments/(\d+)/runs)", log.read_text())
-        assert match, log.read_text()[-2000:]
+        # qsweep ui prints the URL after its own /health poll answers, which may come a
+        # little after the one above
+        deadline = time.monotonic() + 60
+        while not (
+            match := re.search(r"study (http://\S+/#/experiments/(\d+)/runs)", log.read_text())
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.5)
         yield match.group(1), match.group(2)
     finally:
         stop_group(proc, timeout_s=30)
