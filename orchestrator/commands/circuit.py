@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from orchestrator.commands.train import add_set_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -27,13 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", help="YAML file with 'fixed'/'trial' settings (a study file works)")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a trial setting (e.g. qubits=12) or the encoder (data.encoder=minilm); "
+    add_set_option(
+        p,
+        "override a trial setting (e.g. qubits=12) or the encoder (data.encoder=minilm); "
         "repeatable",
     )
     p.add_argument(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import ConfigError
+from orchestrator.commands.train import add_set_option
 
 _MAX_QUBITS = 1000  # 2**q stays a finite float well beyond this
 _CROSSOVER_SEARCH = range(1, _MAX_QUBITS + 1)
@@ -46,13 +47,8 @@ def register(subparsers: Any) -> None:
         help="YAML whose 'trial:' or 'fixed:' mapping sets the head, its qubits and its shots "
         "(default: the paper's ansatz, R=4 N=1 M=2 C=1, Rot gates)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one trial setting (repeatable), e.g. --set reuploads=2",
+    add_set_option(
+        parser, "override one trial setting (repeatable), e.g. --set reuploads=2", dest="overrides"
     )
     group = parser.add_argument_group("energy model constants (model.energy.EnergyParams)")
     for f in dataclasses.fields(EnergyParams):

@@ -25,15 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def add_set_option(p: argparse.ArgumentParser, help: str, dest: str = "sets") -> None:
+    """``--set KEY=VALUE`` (repeatable), the trial-setting override of train, circuit, energy."""
+    p.add_argument("--set", dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML file with 'data', 'encoder' and 'fixed'/'trial' settings")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a trial setting (e.g. qubits=12) or a data setting (data.n_per_class=64); repeatable",
+    add_set_option(
+        p,
+        "override a trial setting (e.g. qubits=12) or a data setting (data.n_per_class=64); repeatable",
     )
     p.add_argument(
         "--data",
